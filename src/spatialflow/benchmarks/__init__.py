@@ -1,0 +1,1 @@
+"""Benchmark scripts (print figures as JSON; never timed tests)."""

@@ -1,0 +1,380 @@
+"""COCO-panoptic format: reading ground truth (JSON + PNGs + images) and writing predictions.
+
+Format: one JSON with ``images``, ``annotations`` (one per image: ``image_id``, ``file_name`` of the PNG,
+``segments_info`` = [{id, category_id, area, bbox [x, y, w, h], iscrowd}]) and ``categories`` (with
+``isthing``); one RGB PNG per image whose pixel colour encodes the segment id (``R + 256 G + 256^2 B``,
+0 = void). Every problem raises :class:`DataError` naming the offending file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from spatialflow.data.categories import IGNORE_INDEX, CategoryMap
+from spatialflow.errors import DataError
+from spatialflow.panoptic.ids import VOID_ID, id2rgb, rgb2id
+from spatialflow.utils.atomic import atomic_save_image, atomic_write_json
+
+REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
+REQUIRED_IMAGE_KEYS = ("id", "file_name", "height", "width")
+REQUIRED_ANNOTATION_KEYS = ("image_id", "file_name", "segments_info")
+REQUIRED_SEGMENT_KEYS = ("id", "category_id", "area", "bbox", "iscrowd")
+REQUIRED_CATEGORY_KEYS = ("id", "name", "isthing")
+
+
+@dataclass(frozen=True)
+class SplitPaths:
+    """Where one split of a COCO-panoptic data set lives."""
+
+    json_path: Path
+    png_dir: Path
+    image_dir: Path | None
+
+
+# ----------------------------------------------------------------------------------------------- JSON
+
+
+def json_structure_problems(data: object, path: str | os.PathLike) -> list[DataError]:
+    """Missing keys, duplicate ids and dangling references in a parsed COCO-panoptic JSON."""
+    if not isinstance(data, dict):
+        return [DataError(path, "top level is not a JSON object")]
+    problems = [DataError(path, f"missing top-level key '{key}'") for key in REQUIRED_TOP_KEYS if key not in data]
+    if problems:
+        return problems
+
+    def check_list(name: str, required: tuple[str, ...]) -> list[dict]:
+        items = data[name]
+        if not isinstance(items, list):
+            problems.append(DataError(path, f"'{name}' is not a list"))
+            return []
+        good = []
+        for i, item in enumerate(items):
+            missing = [k for k in required if not isinstance(item, dict) or k not in item]
+            if missing:
+                problems.append(DataError(path, f"{name}[{i}] lacks key(s) {', '.join(missing)}"))
+            else:
+                good.append(item)
+        return good
+
+    categories = check_list("categories", REQUIRED_CATEGORY_KEYS)
+    images = check_list("images", REQUIRED_IMAGE_KEYS)
+    annotations = check_list("annotations", REQUIRED_ANNOTATION_KEYS)
+
+    for name, items, key in (("category", categories, "id"), ("image", images, "id"),
+                             ("annotation image_id", annotations, "image_id")):
+        seen: set = set()
+        for item in items:
+            if item[key] in seen:
+                problems.append(DataError(path, f"duplicate {name} {item[key]!r}"))
+            seen.add(item[key])
+
+    image_ids = {img.get("id") for img in data["images"] if isinstance(img, dict)}
+    annotated = set()
+    for ann in annotations:
+        annotated.add(ann["image_id"])
+        if ann["image_id"] not in image_ids:
+            problems.append(DataError(path, f"annotation for unknown image_id {ann['image_id']!r}"))
+        segments = ann["segments_info"]
+        if not isinstance(segments, list):
+            problems.append(DataError(path, f"segments_info of image {ann['image_id']!r} is not a list"))
+            continue
+        for j, seg in enumerate(segments):
+            missing = [k for k in REQUIRED_SEGMENT_KEYS if not isinstance(seg, dict) or k not in seg]
+            if missing:
+                problems.append(DataError(
+                    path, f"image {ann['image_id']!r} segments_info[{j}] lacks key(s) {', '.join(missing)}"))
+    for img in images:
+        if img["id"] not in annotated:
+            problems.append(DataError(path, f"image {img['id']!r} ({img['file_name']}) has no annotation"))
+    return problems
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """Parse a JSON file; DataError if it is missing or does not parse."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"not valid JSON ({exc})") from None
+
+
+def load_panoptic_json(path: str | os.PathLike) -> dict:
+    """Parse a COCO-panoptic JSON and check its structure; DataError on the first problem."""
+    data = read_json(path)
+    problems = json_structure_problems(data, path)
+    if problems:
+        raise problems[0]
+    return data  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------- PNG ids
+
+
+def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a panoptic PNG -> (H, W) int64 segment ids; DataError if missing, corrupt or not RGB."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("RGB", "RGBA"):
+                raise DataError(path, f"panoptic PNG must be RGB, got mode {img.mode}")
+            rgb = np.asarray(img)[..., :3]
+    except FileNotFoundError:
+        raise DataError(path, "panoptic PNG not found") from None
+    except DataError:
+        raise
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on truncated/corrupt files
+        raise DataError(path, f"cannot read PNG ({exc})") from None
+    return rgb2id(rgb)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file -> (H, W, 3) uint8 RGB; DataError if missing or corrupt."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(path, "image not found") from None
+    except Exception as exc:
+        raise DataError(path, f"cannot read image ({exc})") from None
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) from the file header only; DataError if missing or unreadable."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except FileNotFoundError:
+        raise DataError(path, "image not found") from None
+    except Exception as exc:
+        raise DataError(path, f"cannot read image ({exc})") from None
+    return height, width
+
+
+def segment_stats(panoptic_ids: np.ndarray) -> dict[int, tuple[int, list[int]]]:
+    """Every non-void segment id in the map -> (area, COCO bbox [x, y, w, h]) in integers."""
+    ids, inverse, counts = np.unique(panoptic_ids, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(panoptic_ids.shape)
+    stats: dict[int, tuple[int, list[int]]] = {}
+    for k, (segment_id, area) in enumerate(zip(ids.tolist(), counts.tolist())):
+        if segment_id == VOID_ID:
+            continue
+        mask = inverse == k
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        x, y = int(cols[0]), int(rows[0])
+        stats[segment_id] = (int(area), [x, y, int(cols[-1]) - x + 1, int(rows[-1]) - y + 1])
+    return stats
+
+
+def segment_problems(
+    panoptic_ids: np.ndarray,
+    segments: list[dict],
+    category_ids: set[int],
+    png_path: str | os.PathLike,
+    check_area_bbox: bool = True,
+) -> list[DataError]:
+    """Disagreements between a panoptic PNG and its ``segments_info``."""
+    problems: list[DataError] = []
+    stats = segment_stats(panoptic_ids)
+    seen: set[int] = set()
+    for seg in segments:
+        sid = seg["id"]
+        if sid in seen:
+            problems.append(DataError(png_path, f"duplicate segment id {sid} in segments_info"))
+            continue
+        seen.add(sid)
+        if seg["category_id"] not in category_ids:
+            problems.append(DataError(png_path, f"segment {sid} has unknown category_id {seg['category_id']}"))
+        if sid not in stats:
+            problems.append(DataError(png_path, f"segment {sid} is in segments_info but not in the PNG"))
+            continue
+        if not check_area_bbox:
+            continue
+        area, bbox = stats[sid]
+        if "area" in seg and seg["area"] != area:
+            problems.append(DataError(png_path, f"segment {sid}: area {seg['area']} in JSON, {area} in PNG"))
+        if "bbox" in seg and [round(v) for v in seg["bbox"]] != bbox:
+            problems.append(DataError(png_path, f"segment {sid}: bbox {seg['bbox']} in JSON, {bbox} in PNG"))
+    for sid in sorted(set(stats) - seen):
+        problems.append(DataError(png_path, f"segment id {sid} is in the PNG but not in segments_info"))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------- reader
+
+
+@dataclass
+class PanopticSample:
+    """One image with its panoptic ground truth, decoded for training."""
+
+    image_id: int | str  # int for COCO and synthetic, '<city>_<seq>_<frame>' for Cityscapes
+    file_name: str
+    height: int
+    width: int
+    image: np.ndarray | None  # (H, W, 3) uint8 RGB, None without image_dir
+    panoptic_ids: np.ndarray  # (H, W) int64 segment ids, 0 = void
+    segments: list[dict]  # the JSON's segments_info
+    boxes: np.ndarray  # (N, 4) float32 xyxy, x2 = x + w
+    labels: np.ndarray  # (N,) int64 contiguous thing index
+    masks: np.ndarray  # (N, H, W) bool
+    iscrowd: np.ndarray  # (N,) bool
+    stuff_map: np.ndarray  # (H, W) int64: stuff 0..S-1, other = S, void = 255
+
+
+def decode_targets(
+    panoptic_ids: np.ndarray, segments: list[dict], categories: CategoryMap
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Segment map + segments_info -> (boxes, labels, masks, iscrowd, stuff_map) in contiguous ids.
+
+    Thing segments (crowd included) become instances and 'other' in the stuff map; stuff segments
+    their stuff index; void and unlisted pixels 255.
+    """
+    height, width = panoptic_ids.shape
+    stuff_map = np.full((height, width), IGNORE_INDEX, dtype=np.int64)
+    boxes, labels, masks, iscrowd = [], [], [], []
+    for seg in segments:
+        mask = panoptic_ids == seg["id"]
+        if categories.is_thing(seg["category_id"]):
+            stuff_map[mask] = categories.other_index
+            rows = np.flatnonzero(mask.any(axis=1))
+            cols = np.flatnonzero(mask.any(axis=0))
+            if rows.size == 0:
+                continue  # only reachable with check_area_bbox off; an empty instance has no box
+            boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+            labels.append(categories.contiguous(seg["category_id"]))
+            masks.append(mask)
+            iscrowd.append(bool(seg.get("iscrowd", 0)))
+        else:
+            stuff_map[mask] = categories.contiguous(seg["category_id"])
+    return (
+        np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        np.asarray(labels, dtype=np.int64),
+        np.stack(masks) if masks else np.zeros((0, height, width), dtype=bool),
+        np.asarray(iscrowd, dtype=bool),
+        stuff_map,
+    )
+
+
+class CocoPanoptic:
+    """Random-access reader of a COCO-panoptic data set (JSON + PNG folder + optional image folder)."""
+
+    def __init__(
+        self,
+        json_path: str | os.PathLike,
+        png_dir: str | os.PathLike,
+        image_dir: str | os.PathLike | None = None,
+    ) -> None:
+        self.json_path = Path(json_path)
+        self.png_dir = Path(png_dir)
+        self.image_dir = Path(image_dir) if image_dir is not None else None
+        data = load_panoptic_json(self.json_path)
+        try:
+            self.categories = CategoryMap.from_categories(data["categories"])
+        except ValueError as exc:
+            raise DataError(self.json_path, str(exc)) from None
+        self.images: list[dict] = data["images"]
+        self._annotations = {ann["image_id"]: ann for ann in data["annotations"]}
+        self._category_ids = {c["id"] for c in data["categories"]}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def annotation(self, index: int) -> dict:
+        """The JSON annotation (file_name, segments_info) of image ``index``."""
+        return self._annotations[self.images[index]["id"]]
+
+    def __getitem__(self, index: int) -> PanopticSample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        info = self.images[index]
+        ann = self.annotation(index)
+        png_path = self.png_dir / ann["file_name"]
+        panoptic_ids = read_panoptic_png(png_path)
+        size = (int(info["height"]), int(info["width"]))
+        if panoptic_ids.shape != size:
+            raise DataError(png_path, f"PNG is {panoptic_ids.shape[0]}x{panoptic_ids.shape[1]} (HxW), "
+                                      f"the JSON says {size[0]}x{size[1]} for image {info['id']!r}")
+        problems = segment_problems(panoptic_ids, ann["segments_info"], self._category_ids, png_path)
+        if problems:
+            raise problems[0]
+        image = None
+        if self.image_dir is not None:
+            image_path = self.image_dir / info["file_name"]
+            image = read_image(image_path)
+            if image.shape[:2] != size:
+                raise DataError(image_path, f"image is {image.shape[0]}x{image.shape[1]} (HxW), "
+                                            f"the JSON says {size[0]}x{size[1]}")
+        boxes, labels, masks, iscrowd, stuff_map = decode_targets(
+            panoptic_ids, ann["segments_info"], self.categories)
+        return PanopticSample(
+            image_id=info["id"], file_name=info["file_name"], height=size[0], width=size[1],
+            image=image, panoptic_ids=panoptic_ids, segments=ann["segments_info"],
+            boxes=boxes, labels=labels, masks=masks, iscrowd=iscrowd, stuff_map=stuff_map,
+        )
+
+
+# ---------------------------------------------------------------------------------------------- writer
+
+
+class PanopticWriter:
+    """Streams panoptic PNGs to ``png_dir``; ``close()`` writes the JSON. Every file is written atomically.
+
+    Use as a context manager: the JSON is written when the block ends without an exception.
+    """
+
+    def __init__(self, png_dir: str | os.PathLike, json_path: str | os.PathLike, categories: list[dict]) -> None:
+        self.png_dir = Path(png_dir)
+        self.json_path = Path(json_path)
+        self.categories = [dict(c) for c in categories]
+        self._category_ids = {c["id"] for c in self.categories}
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self.png_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, image_info: dict, panoptic_ids: np.ndarray, segments: list[dict]) -> None:
+        """Write one image's PNG; area/bbox are computed from ``panoptic_ids``, iscrowd defaults to 0."""
+        png_name = Path(image_info["file_name"]).stem + ".png"
+        png_path = self.png_dir / png_name
+        panoptic_ids = np.asarray(panoptic_ids)
+        size = (int(image_info["height"]), int(image_info["width"]))
+        if panoptic_ids.shape != size:
+            raise DataError(png_path, f"segment map is {panoptic_ids.shape}, image_info says {size}")
+        stats = segment_stats(panoptic_ids)
+        segments_info = []
+        for seg in segments:
+            if seg["category_id"] not in self._category_ids:
+                raise DataError(png_path, f"segment {seg['id']} has unknown category_id {seg['category_id']}")
+            if seg["id"] not in stats:
+                raise DataError(png_path, f"segment {seg['id']} has zero area")
+            area, bbox = stats[seg["id"]]
+            segments_info.append({"id": int(seg["id"]), "category_id": int(seg["category_id"]),
+                                  "area": area, "bbox": bbox, "iscrowd": int(seg.get("iscrowd", 0))})
+        unlisted = sorted(set(stats) - {s["id"] for s in segments_info})
+        if unlisted:
+            raise DataError(png_path, f"segment ids {unlisted} are in the map but not in segments")
+        if len(segments_info) != len({s["id"] for s in segments_info}):
+            raise DataError(png_path, "duplicate segment ids")
+        atomic_save_image(png_path, Image.fromarray(id2rgb(panoptic_ids)))
+        self.images.append({k: image_info[k] for k in ("id", "file_name", "height", "width")})
+        self.annotations.append({"image_id": image_info["id"], "file_name": png_name,
+                                 "segments_info": segments_info})
+
+    def close(self) -> None:
+        """Write the JSON (images, annotations, categories)."""
+        atomic_write_json(self.json_path, {"images": self.images, "annotations": self.annotations,
+                                           "categories": self.categories}, indent=None)
+
+    def __enter__(self) -> PanopticWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()

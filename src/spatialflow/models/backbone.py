@@ -1,0 +1,102 @@
+"""ResNet (torchvision) + FPN producing P3..P7; P6 from C5 (section 3.1).
+
+Frozen BatchNorm everywhere, frozen stem + res2 (``frozen_stages=1``; -1 freezes nothing, 0 the stem only); optional deformable 3x3 convs
+in res3..res5 (Table 6); optional ImageNet weights read from torchvision's local cache, never downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+from torchvision import models
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from spatialflow.errors import CheckpointError
+from spatialflow.models.deform import DeformConv3x3Pack
+
+FPN_STRIDES = (8, 16, 32, 64, 128)  # P3..P7
+
+_RESNETS = {
+    18: (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
+    34: (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1),
+    50: (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
+    101: (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V1),
+}
+
+
+def imagenet_weights_path(depth: int) -> str:
+    """Where torchvision's cache keeps the ImageNet ResNet-``depth`` weights."""
+    url = _RESNETS[depth][1].url
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+class ResNetFPN(nn.Module):
+    """Images (B, 3, H, W), H and W multiples of 32 -> [P3, P4, P5, P6, P7]."""
+
+    def __init__(
+        self,
+        depth: int,
+        out_channels: int,
+        *,
+        dcn: bool = False,
+        pretrained: bool = False,
+        frozen_stages: int = 1,
+    ) -> None:
+        super().__init__()
+        builder = _RESNETS[depth][0]
+        self.body = builder(weights=None, norm_layer=FrozenBatchNorm2d)
+        del self.body.fc, self.body.avgpool
+        if dcn:
+            for stage in (self.body.layer2, self.body.layer3, self.body.layer4):
+                for block in stage:
+                    conv = block.conv2
+                    block.conv2 = DeformConv3x3Pack(conv.in_channels, conv.out_channels, conv.stride[0])
+        if pretrained:
+            self._load_imagenet(depth)
+        self._freeze(frozen_stages)
+        c3, c4, c5 = (128, 256, 512) if depth < 50 else (512, 1024, 2048)
+        extra = LastLevelP6P7(c5, out_channels)
+        extra.use_P5 = False  # P6 from C5, also when C5 happens to have out_channels channels
+        self.fpn = FeaturePyramidNetwork([c3, c4, c5], out_channels, extra_blocks=extra)
+        self.out_channels = out_channels
+
+    def _load_imagenet(self, depth: int) -> None:
+        path = imagenet_weights_path(depth)
+        if not os.path.isfile(path):
+            raise CheckpointError(
+                f"{path}: ImageNet weights for ResNet-{depth} are not in torchvision's cache "
+                "(nothing is downloaded; copy the file there or set pretrained_backbone=False)"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a checkpoint problem
+            raise CheckpointError(f"{path}: cannot read ImageNet weights ({exc})") from exc
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        result = self.body.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if ".offset." not in k]
+        if missing or result.unexpected_keys:
+            raise CheckpointError(
+                f"{path}: not ResNet-{depth} weights (missing {missing[:3]}, unexpected "
+                f"{result.unexpected_keys[:3]})"
+            )
+
+    def _freeze(self, frozen_stages: int) -> None:
+        stages = [nn.ModuleList([self.body.conv1, self.body.bn1]), self.body.layer1, self.body.layer2,
+                  self.body.layer3, self.body.layer4]
+        for stage in stages[: frozen_stages + 1]:
+            for p in stage.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        b = self.body
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        c2 = b.layer1(x)
+        c3 = b.layer2(c2)
+        c4 = b.layer3(c3)
+        c5 = b.layer4(c4)
+        return list(self.fpn(OrderedDict([("c3", c3), ("c4", c4), ("c5", c5)])).values())

@@ -1,0 +1,170 @@
+"""The model's one typed configuration and the named presets of the paper's ablation tables.
+
+Every ablation switch of Tables 2-4 and 6 is a field of :class:`SpatialFlowConfig`; the presets
+(:data:`PRESETS`) are the cumulative rows of Table 2 / Table 3 plus the deformable variant of Table 6.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from spatialflow.errors import ConfigError
+from spatialflow.panoptic.merge import MergeConfig
+
+BACKBONE_DEPTHS = (18, 34, 50, 101)
+
+
+@dataclass
+class SpatialFlowConfig:
+    """Everything that defines a SpatialFlow model (defaults: the paper's full model on COCO, ResNet-50).
+
+    Image sizes are not model fields: the data transforms resize, the model pads to a multiple of 32.
+    """
+
+    # classes: things 0..K-1; stuff 0..S-1, the stuff head predicts S + 1 classes ('other' = S)
+    num_things: int = 80
+    num_stuff: int = 53
+    # backbone + FPN
+    depth: int = 50
+    fpn_channels: int = 256
+    pretrained_backbone: bool = False  # ImageNet weights from torchvision's local cache only
+    frozen_stages: int = 1  # stem + res2 frozen (-1: none, 0: stem); all BatchNorm is frozen anyway
+    # ablation switches (Table 2/3 rows, Table 6)
+    subnets: bool = True  # stuff (4 blocks) + mask (1 block) sub-networks
+    flow_reg_cls: bool = True  # phi_cls: reg_j -> cls_j
+    flow_reg_stuff: bool = True  # phi_stuff: reg_j -> stuff_j   (needs subnets)
+    flow_reg_mask: bool = True  # phi_mask: reg_4 -> mask_1      (needs subnets)
+    flow_stuff_mask: bool = True  # psi: stuff_4 -> mask_1        (needs subnets)
+    dcn: bool = False  # deformable convs in res3-res5 and in the cls/stuff/mask sub-net blocks
+    # heads
+    stuff_channels: int = 128
+    stuff_groups: int = 32  # GroupNorm groups in the stuff head
+    mask_channels: int = 256
+    # loss
+    stuff_lambda: float = 0.25  # L = L_cls + L_reg + L_mask + lambda * L_stuff (COCO 0.25, Cityscapes 1.0)
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    # anchors: sizes octave_base_scale * stride * 2^(i / scales_per_octave), strides 8..128
+    anchor_octave_base_scale: float = 4.0
+    anchor_scales_per_octave: int = 3
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.4
+    # detection post-processing (test) and mask-head proposals (train)
+    score_thresh: float = 0.05
+    pre_nms_topk: int = 1000  # candidates per level
+    nms_thresh: float = 0.4
+    train_nms_thresh: float = 0.4
+    max_detections: int = 100
+    mask_proposal_iou: float = 0.5  # proposals with IoU >= this to a GT train the mask head
+    mask_threshold: float = 0.5
+    # panoptic merge (spatialflow.panoptic.merge)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+
+    def __post_init__(self) -> None:
+        self.anchor_ratios = tuple(float(r) for r in self.anchor_ratios)
+        if isinstance(self.merge, dict):
+            self.merge = _merge_from_dict(self.merge)
+        validate(self)
+
+    @property
+    def num_anchors(self) -> int:
+        return self.anchor_scales_per_octave * len(self.anchor_ratios)
+
+
+_SWITCHES = ("subnets", "flow_reg_cls", "flow_reg_stuff", "flow_reg_mask", "flow_stuff_mask", "dcn")
+
+
+def _row(*on: str) -> dict[str, bool]:
+    return {name: name in on for name in _SWITCHES}
+
+
+# Cumulative like Table 2: each row adds one component to the row above.
+PRESETS: dict[str, dict] = {
+    "baseline": _row(),
+    "+subnets": _row("subnets"),
+    "+reg_cls": _row("subnets", "flow_reg_cls"),
+    "+reg_stuff": _row("subnets", "flow_reg_cls", "flow_reg_stuff"),
+    "+reg_mask": _row("subnets", "flow_reg_cls", "flow_reg_stuff", "flow_reg_mask"),
+    "spatialflow": _row("subnets", "flow_reg_cls", "flow_reg_stuff", "flow_reg_mask", "flow_stuff_mask"),
+    "spatialflow_dcn": _row(*_SWITCHES),
+}
+
+
+def validate(cfg: SpatialFlowConfig) -> None:
+    """Raise ConfigError for values that make no sense or switches that contradict each other."""
+    if cfg.depth not in BACKBONE_DEPTHS:
+        raise ConfigError(f"depth must be one of {BACKBONE_DEPTHS}, got {cfg.depth}")
+    for name in ("num_things", "fpn_channels", "stuff_channels", "mask_channels", "stuff_groups",
+                 "anchor_scales_per_octave", "pre_nms_topk", "max_detections"):
+        if int(getattr(cfg, name)) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.num_stuff < 0:
+        raise ConfigError(f"num_stuff must be >= 0, got {cfg.num_stuff}")
+    if cfg.stuff_channels % cfg.stuff_groups:
+        raise ConfigError(
+            f"stuff_channels ({cfg.stuff_channels}) must be divisible by stuff_groups ({cfg.stuff_groups})"
+        )
+    if not -1 <= cfg.frozen_stages <= 4:
+        raise ConfigError(f"frozen_stages must be in -1..4, got {cfg.frozen_stages}")
+    if not cfg.subnets:
+        needing = [f for f in ("flow_reg_stuff", "flow_reg_mask", "flow_stuff_mask") if getattr(cfg, f)]
+        if needing:
+            raise ConfigError(f"{', '.join(needing)} need the stuff and mask sub-networks: set subnets=True")
+    if cfg.dcn and not (cfg.subnets and cfg.flow_reg_cls and cfg.flow_reg_stuff and cfg.flow_reg_mask):
+        raise ConfigError(
+            "dcn takes its sub-net offsets from the reg flows (supplement eq. 6): it needs subnets, "
+            "flow_reg_cls, flow_reg_stuff and flow_reg_mask"
+        )
+    if cfg.stuff_lambda < 0:
+        raise ConfigError(f"stuff_lambda must be >= 0, got {cfg.stuff_lambda}")
+    if not cfg.anchor_ratios or min(cfg.anchor_ratios) <= 0:
+        raise ConfigError(f"anchor_ratios must be positive, got {cfg.anchor_ratios}")
+    if not 0 <= cfg.bg_iou_thresh <= cfg.fg_iou_thresh <= 1:
+        raise ConfigError("need 0 <= bg_iou_thresh <= fg_iou_thresh <= 1")
+    for name in ("score_thresh", "nms_thresh", "train_nms_thresh", "mask_proposal_iou", "mask_threshold"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ConfigError(f"{name} must lie in [0, 1], got {getattr(cfg, name)}")
+
+
+def model_config(preset: str = "spatialflow", **overrides: Any) -> SpatialFlowConfig:
+    """The preset's configuration with ``overrides`` applied; ConfigError for unknown names or bad values."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
+    known = {f.name for f in dataclasses.fields(SpatialFlowConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown model config field(s) {unknown}; known: {sorted(known)}")
+    try:
+        return SpatialFlowConfig(**{**PRESETS[preset], **overrides})
+    except TypeError as exc:  # e.g. a merge dict with unknown keys
+        raise ConfigError(f"bad model config: {exc}") from exc
+
+
+def config_to_dict(cfg: SpatialFlowConfig) -> dict:
+    """Plain (JSON/YAML-able) dict of the configuration, merge settings nested under 'merge'."""
+    d = dataclasses.asdict(cfg)
+    d["anchor_ratios"] = list(cfg.anchor_ratios)
+    return d
+
+
+def config_from_dict(d: dict) -> SpatialFlowConfig:
+    """Inverse of :func:`config_to_dict`; ConfigError for unknown fields."""
+    known = {f.name for f in dataclasses.fields(SpatialFlowConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown model config field(s) {unknown}")
+    try:
+        return SpatialFlowConfig(**d)
+    except TypeError as exc:
+        raise ConfigError(f"bad model config: {exc}") from exc
+
+
+def _merge_from_dict(d: dict) -> MergeConfig:
+    known = {f.name for f in dataclasses.fields(MergeConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown merge config field(s) {unknown}; known: {sorted(known)}")
+    return MergeConfig(**d)

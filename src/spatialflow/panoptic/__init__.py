@@ -1,0 +1,1 @@
+"""Panoptic segmentation core: segment ids, the heuristic merge, PQ, submissions."""

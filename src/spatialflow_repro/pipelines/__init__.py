@@ -1,0 +1,1 @@
+"""Kedro pipelines: plain functions of spatialflow in nodes.py, wiring in pipeline.py."""

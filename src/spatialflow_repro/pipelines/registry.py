@@ -1,0 +1,44 @@
+"""All pipelines of the project, built from the experiment grid in params.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from kedro.pipeline import Pipeline
+
+from spatialflow_repro.config_loader import PARAMS_FILE
+from spatialflow_repro.pipelines.data_prep import pipeline as data_prep
+from spatialflow_repro.pipelines.train import pipeline as train
+from spatialflow_repro.rows import testdev_rows, trained_rows
+
+
+def find_params_file() -> Path:
+    """params.yaml of the project being run (Kedro and DVC run from the project root)."""
+    for candidate in (Path.cwd() / PARAMS_FILE, Path(__file__).resolve().parents[3] / PARAMS_FILE):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{PARAMS_FILE}: not found in {Path.cwd()} (run from the project root)")
+
+
+def build_pipelines(params: dict | None = None) -> dict[str, Pipeline]:
+    if params is None:
+        params = yaml.safe_load(find_params_file().read_text(encoding="utf-8"))
+    rows = trained_rows(params)
+    lambda_rows = [name for name, row in rows.items() if row["group"] == "lambda_rows"]
+    pipelines = {
+        "data_prep": data_prep.create_pipeline(),
+        "train": train.create_pipeline(rows),
+        "lambda_search": train.create_lambda_search_pipeline(lambda_rows),
+        "evaluate": train.create_testdev_pipeline(list(testdev_rows(params))),
+    }
+    try:  # tables / figures are wired in their own packages
+        from spatialflow_repro.pipelines.figures import pipeline as figures
+        from spatialflow_repro.pipelines.tables import pipeline as tables
+
+        pipelines["tables"] = tables.create_pipeline(params=params)
+        pipelines["figures"] = figures.create_pipeline(params=params)
+    except ImportError:
+        pass
+    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    return pipelines

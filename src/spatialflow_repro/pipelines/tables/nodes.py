@@ -1,0 +1,418 @@
+"""Tables 1-7 of the paper, regenerated side by side with the published numbers.
+
+Input: one ``metrics.json`` per trained row (``testdev_metrics.json`` for the test-dev tables 5-6) under
+``data/07_model_output/<row>/``, Table 1's ``data/08_reporting/lambda_search.json`` and the published
+numbers in ``spatialflow_repro/reference/paper_tables.yaml``.
+Output: ``data/08_reporting/tables/table<n>.{md,csv,tex}``, ``index.md`` and ``summary.json``; every file
+is byte-identical across reruns with the same inputs (no dates, fixed order).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import statistics
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spatialflow.errors import ConfigError, DataError
+from spatialflow.utils.atomic import atomic_write_json, atomic_write_text
+
+MODEL_OUTPUT_DIR = Path("data/07_model_output")
+REPORTING_DIR = Path("data/08_reporting")
+TABLES_DIR = REPORTING_DIR / "tables"
+LAMBDA_SEARCH_FILE = REPORTING_DIR / "lambda_search.json"
+VAL_METRICS = "metrics.json"
+TESTDEV_METRICS = "testdev_metrics.json"
+
+PUBLISHED = None  # a published peer row of the paper (no reproduction)
+
+# Our training rows -> the paper's rows, in the paper's order (one entry per row of paper_tables.yaml).
+PAPER_ROWS: dict[int, tuple[str | None, ...]] = {
+    1: ("t1_lambda_1_00", "t1_lambda_0_75", "t1_lambda_0_50", "t1_lambda_0_40",
+        "t1_lambda_0_30", "t1_lambda_0_25", "t1_lambda_0_20", "t1_lambda_0_10"),
+    2: ("t2_baseline", "t2_subnets", "t2_reg_cls", "t2_reg_stuff", "t2_reg_mask", "t2_spatialflow"),
+    3: ("t3_baseline", "t3_subnets", "t3_reg_cls", "t3_reg_stuff", "t3_reg_mask", "t3_spatialflow"),
+    4: ("t4_r50_600", "t4_r101_600", "t2_spatialflow", "t4_r101_800"),  # (R50,600) (R101,600) (R50,800) (R101,800)
+    5: (PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, "t4_r101_600", "t4_r101_800"),
+    6: (PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, "t6_r101_dcn"),
+    7: (PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, "t7_r101", "t7_r101_coco"),
+}
+TESTDEV_TABLES = frozenset({5, 6})  # these read testdev_metrics.json
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # key in paper_tables.yaml / summary.json / CSV header
+    markdown: str
+    latex: str
+
+
+LABEL_COLUMNS: dict[int, tuple[Column, ...]] = {
+    1: (Column("lambda", "λ", r"$\lambda$"),),
+    2: (Column("model", "Model", "Model"),),
+    3: (Column("model", "Model", "Model"),),
+    4: (Column("backbone", "Backbone", "Backbone"), Column("size", "Size", "Size")),
+    5: (Column("model", "Model", "Model"), Column("backbone", "Backbone", "Backbone"),
+        Column("image_size", "Image size", "Image size")),
+    6: (Column("model", "Model", "Model"), Column("backbone", "Backbone", "Backbone")),
+    7: (Column("model", "Model", "Model"),),
+}
+PQ_COLUMNS = (Column("pq", "PQ", "PQ"), Column("pq_th", "PQ_th", r"PQ\textsuperscript{Th}"),
+              Column("pq_st", "PQ_st", r"PQ\textsuperscript{St}"))
+SQ_RQ_COLUMNS = (Column("sq", "SQ", "SQ"), Column("rq", "RQ", "RQ"))
+
+
+def metric_columns(table: int) -> tuple[Column, ...]:
+    """PQ / PQ_th / PQ_st, plus SQ / RQ where the paper has them (Tables 5-6)."""
+    return PQ_COLUMNS + SQ_RQ_COLUMNS if table in TESTDEV_TABLES else PQ_COLUMNS
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+
+def load_paper_tables(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The published numbers (``reference/paper_tables.yaml`` of this package unless ``path`` is given)."""
+    if path is None:
+        text = resources.files("spatialflow_repro").joinpath("reference", "paper_tables.yaml").read_text("utf-8")
+        source: str | os.PathLike = "spatialflow_repro/reference/paper_tables.yaml"
+    else:
+        text, source = Path(path).read_text(encoding="utf-8"), path
+    try:
+        paper = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DataError(source, f"not valid YAML ({exc})") from None
+    for number, rows in PAPER_ROWS.items():
+        published = (paper or {}).get(f"table{number}", {}).get("rows")
+        if not isinstance(published, list) or len(published) != len(rows):
+            raise DataError(source, f"table{number} must list {len(rows)} rows (the code maps that many)")
+        for i, (ours, theirs) in enumerate(zip(rows, published)):
+            if (ours is PUBLISHED) != bool(theirs.get("published", False)):
+                raise DataError(source, f"table{number} row {i + 1}: 'published' disagrees with PAPER_ROWS")
+    return paper
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A row's metrics JSON, or None if the file does not exist; DataError if it does not parse."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(path, "top level is not a JSON object")
+    return data
+
+
+def read_selected_lambda(path: str | os.PathLike) -> float | None:
+    """``selected_lambda`` of Table 1's lambda search, or None when the search has not run."""
+    data = read_metrics(path)
+    if data is None:
+        return None
+    if "selected_lambda" not in data:
+        raise DataError(path, "missing key 'selected_lambda'")
+    return float(data["selected_lambda"])
+
+
+def seed_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> list[dict[str, float]]:
+    """One {pq, pq_th, pq_st, sq, rq} dict per seed (from ``per_seed``; ``summary`` if there is none)."""
+    per_seed = metrics.get("per_seed") or []
+    values = []
+    for entry in per_seed:
+        m = entry.get("metrics", {})
+        try:
+            values.append({"pq": m["All"]["pq"], "pq_th": m["Things"]["pq"], "pq_st": m["Stuff"]["pq"],
+                           "sq": m["All"]["sq"], "rq": m["All"]["rq"]})
+        except (KeyError, TypeError):
+            raise DataError(path, f"per_seed entry of seed {entry.get('seed')!r} lacks All/Things/Stuff "
+                                  "pq (and All sq, rq)") from None
+    if not values:
+        if not isinstance(metrics.get("summary"), dict):
+            raise DataError(path, "has neither per_seed metrics nor a summary")
+        values.append(dict(metrics["summary"]))
+    return values
+
+
+def mean_and_std(values: list[dict[str, float]], keys: list[str]) -> tuple[dict, dict | None]:
+    """Mean over seeds and sample standard deviation (None with a single seed)."""
+    mean = {k: _mean([v.get(k) for v in values]) for k in keys}
+    if len(values) < 2:
+        return mean, None
+    return mean, {k: _stdev([v.get(k) for v in values]) for k in keys}
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    return None if any(x is None for x in xs) else statistics.fmean(xs)
+
+
+def _stdev(xs: list[float | None]) -> float | None:
+    return None if any(x is None for x in xs) else statistics.stdev(xs)
+
+
+# ------------------------------------------------------------------------------------------- summary
+
+
+def build_table(
+    number: int,
+    paper: dict[str, Any],
+    profile: str,
+    model_output_dir: str | os.PathLike = MODEL_OUTPUT_DIR,
+    selected_lambda: float | None = None,
+) -> dict[str, Any]:
+    """One table as data: the paper's rows in order, each with reproduced / published / diff values."""
+    spec = paper[f"table{number}"]
+    metrics_file = TESTDEV_METRICS if number in TESTDEV_TABLES else VAL_METRICS
+    keys = [c.key for c in metric_columns(number)]
+    rows = []
+    for our_row, published_row in zip(PAPER_ROWS[number], spec["rows"]):
+        labels = {c.key: published_row.get(c.key) for c in LABEL_COLUMNS[number]}
+        published = {k: published_row.get(k) for k in keys}
+        record: dict[str, Any] = {
+            "labels": labels, "row": our_row, "status": "published", "note": "", "seeds": [],
+            "reproduced": None, "reproduced_std": None, "published": published, "diff": None,
+            "ran": None, "mlflow_run_ids": [],
+        }
+        if number == 1:
+            record["selected"] = selected_lambda is not None and float(labels["lambda"]) == selected_lambda
+        if our_row is not PUBLISHED:
+            path = Path(model_output_dir) / our_row / metrics_file
+            record.update(_reproduced(read_metrics(path), path, profile, keys, published))
+        rows.append(record)
+    table: dict[str, Any] = {
+        "number": number,
+        "caption": f"{spec['caption']} (profile: {profile})",
+        "split": "test-dev" if number in TESTDEV_TABLES else "val",
+        "label_columns": [c.key for c in LABEL_COLUMNS[number]],
+        "metrics": keys,
+        "rows": rows,
+    }
+    if number == 1:
+        table["selected_lambda"] = selected_lambda
+    return table
+
+
+def _reproduced(metrics: dict | None, path: Path, profile: str, keys: list[str], published: dict) -> dict:
+    """The reproduced part of a row record; 'not_run' when the file is absent or from another profile."""
+    if metrics is None or metrics.get("profile", profile) != profile:
+        return {"status": "not_run", "note": f"not run in profile {profile}"}
+    per_seed = metrics.get("per_seed") or []
+    common = {
+        "ran": metrics.get("ran"),
+        "seeds": list(metrics.get("seeds") or [s.get("seed") for s in per_seed]),
+        "mlflow_run_ids": [s["mlflow_run_id"] for s in per_seed if s.get("mlflow_run_id")],
+    }
+    if metrics.get("has_ground_truth", True) is False:
+        return {**common, "status": "submitted", "note": f"submitted: {metrics.get('submission')}"}
+    mean, std = mean_and_std(seed_metrics(metrics, path), keys)
+    diff = {k: None if mean[k] is None or published[k] is None else round(mean[k] - published[k], 4)
+            for k in keys}
+    return {**common, "status": "reproduced", "reproduced": mean, "reproduced_std": std, "diff": diff}
+
+
+def build_summary(
+    profile: str,
+    paper: dict[str, Any] | None = None,
+    model_output_dir: str | os.PathLike = MODEL_OUTPUT_DIR,
+    lambda_search_file: str | os.PathLike = LAMBDA_SEARCH_FILE,
+) -> dict[str, Any]:
+    """Every table's rows as data (written as ``summary.json``; read by the figures and the notebook)."""
+    paper = paper if paper is not None else load_paper_tables()
+    selected = read_selected_lambda(lambda_search_file)
+    tables = {f"table{n}": build_table(n, paper, profile, model_output_dir, selected) for n in PAPER_ROWS}
+    return {"profile": profile, "tables": tables}
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+
+def fmt(value: float | None) -> str:
+    """One decimal like the paper; '' for a missing value."""
+    return "" if value is None else f"{value:.1f}"
+
+
+def fmt_mean_std(mean: float | None, std: float | None) -> str:
+    return fmt(mean) if std is None or mean is None else f"{fmt(mean)} ± {fmt(std)}"
+
+
+def fmt_diff(reproduced: float | None, published: float | None) -> str:
+    """Signed difference of the displayed (one-decimal) values, e.g. '+1.5', '-0.3', '+0.0'."""
+    if reproduced is None or published is None:
+        return ""
+    return f"{round(float(fmt(reproduced)) - published, 1) + 0.0:+.1f}"
+
+
+def label_text(row: dict[str, Any], key: str) -> str:
+    """A label cell; the selected lambda of Table 1 is marked."""
+    value = row["labels"][key]
+    text = "" if value is None else str(value)
+    if key == "lambda" and row.get("selected"):
+        text += " (selected)"
+    return text
+
+
+def _cells(table: dict[str, Any], row: dict[str, Any], std_sep: str) -> dict[str, list[str]]:
+    """Display cells of a row, grouped: labels, row, reproduced, published, diff, ran, runs."""
+    keys = table["metrics"]
+    reproduced = [""] * len(keys)
+    if row["status"] == "reproduced":
+        std = row["reproduced_std"] or {}
+        reproduced = [fmt_mean_std(row["reproduced"][k], std.get(k)).replace(" ± ", std_sep) for k in keys]
+    elif row["status"] in ("not_run", "submitted"):
+        reproduced[0] = row["note"]
+    diffs = [fmt_diff(row["reproduced"][k], row["published"][k]) if row["reproduced"] else "" for k in keys]
+    return {
+        "labels": [label_text(row, k) for k in table["label_columns"]],
+        "row": [row["row"] or "published"],
+        "reproduced": reproduced,
+        "published": [fmt(row["published"][k]) for k in keys],
+        "diff": diffs,
+        "ran": [row["ran"] or ""],
+        "runs": [", ".join(row["mlflow_run_ids"])],
+    }
+
+
+def _columns(number: int) -> tuple[tuple[Column, ...], tuple[Column, ...]]:
+    return LABEL_COLUMNS[number], metric_columns(number)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+def render_markdown(table: dict[str, Any]) -> str:
+    """A markdown pipe table with a heading (caption) and a short legend."""
+    labels, metrics = _columns(table["number"])
+    header = ([c.markdown for c in labels] + ["Row"] + [c.markdown for c in metrics]
+              + [f"{c.markdown} (paper)" for c in metrics] + [f"Δ {c.markdown}" for c in metrics]
+              + ["Ran", "MLflow run"])
+    lines = [f"# Table {table['number']}: {table['caption']}", "",
+             "| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    for row in table["rows"]:
+        cells = sum(_cells(table, row, " ± ").values(), [])
+        lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
+    lines += ["", f"Split: {table['split']}. Reproduced values are the mean over seeds (± sample standard "
+                  "deviation with more than one seed); Δ = reproduced − published, of the displayed values."]
+    if table["number"] == 1:
+        selected = table.get("selected_lambda")
+        lines.append(f"Selected λ (best PQ on val): {selected}." if selected is not None
+                     else "No lambda search result yet.")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: dict[str, Any]) -> str:
+    """Plain CSV: unformatted numbers (mean and std in separate columns), status and notes."""
+    labels, metrics = _columns(table["number"])
+    header = [c.key for c in labels] + ["row", "status", "note"]
+    if table["number"] == 1:
+        header.append("selected")
+    for c in metrics:
+        header += [c.key, f"{c.key}_std", f"paper_{c.key}", f"diff_{c.key}"]
+    header += ["ran", "mlflow_run_ids"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in table["rows"]:
+        values: list[Any] = [row["labels"][c.key] for c in labels] + [row["row"] or "", row["status"], row["note"]]
+        if table["number"] == 1:
+            values.append(str(bool(row["selected"])).lower())
+        std = row["reproduced_std"] or {}
+        for c in metrics:
+            values += [_plain(row["reproduced"] and row["reproduced"][c.key]), _plain(std.get(c.key)),
+                       _plain(row["published"][c.key]), _plain(row["diff"] and row["diff"][c.key])]
+        values += [row["ran"] or "", ";".join(row["mlflow_run_ids"])]
+        writer.writerow(["" if v is None else v for v in values])
+    return out.getvalue()
+
+
+def _plain(value: float | None) -> str:
+    return "" if value is None else repr(round(float(value), 3))
+
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
+
+
+def render_latex(table: dict[str, Any]) -> str:
+    """A booktabs table: labels | reproduced | paper | Δ (what each row ran is in the .md / .csv)."""
+    labels, metrics = _columns(table["number"])
+    n, m = len(labels), len(metrics)
+    spec = "l" * n + "c" * (3 * m)
+    first = n + 1
+    lines = [r"\begin{table}[t]", r"\centering",
+             rf"\caption{{{latex_escape(table['caption'])}}}", rf"\label{{tab:table{table['number']}}}",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & " * (n - 1) + rf" & \multicolumn{{{m}}}{{c}}{{Reproduced}} & \multicolumn{{{m}}}{{c}}{{Paper}}"
+             rf" & \multicolumn{{{m}}}{{c}}{{$\Delta$}} \\",
+             rf"\cmidrule(lr){{{first}-{first + m - 1}}} \cmidrule(lr){{{first + m}-{first + 2 * m - 1}}} "
+             rf"\cmidrule(lr){{{first + 2 * m}-{first + 3 * m - 1}}}",
+             " & ".join([c.latex for c in labels] + [c.latex for c in metrics] * 3) + r" \\",
+             r"\midrule"]
+    for row in table["rows"]:
+        cells = _cells(table, row, " $\\pm$ ")
+        label_cells = [latex_escape(c) for c in cells["labels"]]
+        if row["status"] == "published":
+            reproduced = [rf"\multicolumn{{{m}}}{{c}}{{\emph{{published}}}}"]
+        elif row["status"] in ("not_run", "submitted"):
+            reproduced = [rf"\multicolumn{{{m}}}{{c}}{{\emph{{{latex_escape(row['note'])}}}}}"]
+        else:
+            reproduced = cells["reproduced"]
+        body = label_cells + reproduced + cells["published"] + cells["diff"]
+        lines.append(" & ".join(body) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_index(summary: dict[str, Any], paper: dict[str, Any]) -> str:
+    """Links to every table with one line each: caption and how many rows were reproduced."""
+    lines = [f"# Reproduced tables (profile: {summary['profile']})", "",
+             "Each table shows the reproduced numbers next to the paper's, their difference, what each row "
+             "ran and its MLflow run. Data for all tables: [summary.json](summary.json).", ""]
+    for name, table in summary["tables"].items():
+        rows = table["rows"]
+        ours = [r for r in rows if r["status"] != "published"]
+        done = sum(r["status"] in ("reproduced", "submitted") for r in ours)
+        peers = len(rows) - len(ours)
+        line = (f"- [Table {table['number']}]({name}.md) ([csv]({name}.csv), [tex]({name}.tex)): "
+                f"{paper[name]['caption']} ({table['split']}) — {done} of {len(ours)} rows reproduced")
+        if peers:
+            line += f", {peers} published peer rows"
+        lines.append(line + ".")
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------------------------------- writing
+
+
+def write_tables(summary: dict[str, Any], out_dir: str | os.PathLike, paper: dict[str, Any] | None = None) -> None:
+    """Write ``table<n>.{md,csv,tex}``, ``index.md`` and ``summary.json`` into ``out_dir`` (atomically)."""
+    paper = paper if paper is not None else load_paper_tables()
+    out = Path(out_dir)
+    for name, table in summary["tables"].items():
+        atomic_write_text(out / f"{name}.md", render_markdown(table))
+        atomic_write_text(out / f"{name}.csv", render_csv(table))
+        atomic_write_text(out / f"{name}.tex", render_latex(table))
+    atomic_write_text(out / "index.md", render_index(summary, paper))
+    atomic_write_json(out / "summary.json", summary)
+
+
+def generate_tables(profile: str) -> dict[str, Any]:
+    """Kedro node: build Tables 1-7 from the row metrics on disk, write them, return the summary."""
+    if not isinstance(profile, str) or not profile:
+        raise ConfigError(f"params 'profile' must be a profile name, got {profile!r}")
+    paper = load_paper_tables()
+    summary = build_summary(profile, paper)
+    write_tables(summary, TABLES_DIR, paper)
+    return summary

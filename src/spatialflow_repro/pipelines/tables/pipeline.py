@@ -1,0 +1,13 @@
+"""Wires the table generation: row metrics on disk -> data/08_reporting/tables/."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Node, Pipeline
+
+from spatialflow_repro.pipelines.tables.nodes import generate_tables
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline([
+        Node(generate_tables, inputs="params:profile", outputs="tables_summary", name="generate_tables"),
+    ])

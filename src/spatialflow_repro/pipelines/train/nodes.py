@@ -1,0 +1,181 @@
+"""Nodes of one training row: train every seed, evaluate on val, log each seed as one MLflow run.
+
+The heavy lifting is ``spatialflow.engine``; these functions only turn a params.yaml row into an
+experiment config, keep DVC's semantics (a stage re-run resumes, a changed config starts over) and
+collect the results in the small JSON files that the tables read.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+from pathlib import Path
+
+from spatialflow.engine import checkpoint as ckpt
+from spatialflow.engine.config import experiment_to_dict, load_experiment_config
+from spatialflow.errors import ConfigError
+from spatialflow_repro import tracking
+from spatialflow_repro.rows import (
+    active_profile,
+    describe_row,
+    experiment_config,
+    row_lambda,
+    row_runs_in_profile,
+    trained_rows,
+)
+
+log = logging.getLogger(__name__)
+
+SUMMARY_KEYS = {"pq": ("All", "pq"), "pq_th": ("Things", "pq"), "pq_st": ("Stuff", "pq"),
+                "sq": ("All", "sq"), "rq": ("All", "rq")}
+
+
+def _row(row_name: str, params: dict) -> tuple[dict, dict]:
+    rows = trained_rows(params)
+    if row_name not in rows:
+        raise ConfigError(f"params.yaml has no trained row {row_name!r}")
+    return rows[row_name], active_profile(params)
+
+
+def _skipped(row_name: str, row: dict, profile: dict) -> dict:
+    return {"row": row_name, "profile": profile["name"], "tables": row["tables"], "skipped":
+            f"not run in profile {profile['name']} (tables {profile['tables']}, datasets {sorted(profile['datasets'])})"}
+
+
+def _start_fresh_if_config_changed(cfg_dict: dict) -> None:
+    """A DVC re-run resumes an interrupted row, but never continues checkpoints of another config."""
+    output_dir = Path(cfg_dict["output_dir"])
+    found = ckpt.latest_checkpoint(output_dir / "checkpoints")
+    if found is None:
+        return
+    try:
+        state = ckpt.load_checkpoint(found)
+    except Exception:  # noqa: BLE001 - an unreadable file is the engine's fallback case
+        return
+    wanted = experiment_to_dict(load_experiment_config(cfg_dict))
+    if state.get("config") != wanted:
+        log.warning("%s: checkpoints of a different config; training this row from scratch", output_dir)
+        shutil.rmtree(output_dir)
+
+
+def train_row(row_name: str, params: dict, manifest: dict, stuff_lambda: dict | None = None,
+              init_training: dict | None = None) -> dict:
+    """Train every seed of one row (resuming interrupted seeds); returns what was trained where."""
+    from spatialflow.engine.trainer import train
+
+    row, profile = _row(row_name, params)
+    if not row_runs_in_profile(row, profile):
+        return _skipped(row_name, row, profile)
+    if stuff_lambda is not None:
+        if stuff_lambda.get("lambda") is None:
+            raise ConfigError(f"row {row_name!r}: {stuff_lambda.get('source')} (set a number as its lambda)")
+        lam, lam_source = float(stuff_lambda["lambda"]), stuff_lambda["source"]
+    else:
+        lam, lam_source = row_lambda(row, profile, None)
+    init_checkpoint = None
+    if row.get("init_from"):
+        if init_training is None or init_training.get("skipped"):
+            raise ConfigError(f"row {row_name!r} starts from {row['init_from']!r}, which has no checkpoint in "
+                              f"profile {profile['name']!r} (dvc pull it, or train it in its profile first)")
+        init_checkpoint = init_training["seeds"][0]["final_model"]
+    seeds = []
+    for seed in params["seeds"]:
+        cfg_dict = experiment_config(row_name, row, params, manifest, lam, seed, init_checkpoint)
+        _start_fresh_if_config_changed(cfg_dict)
+        cfg = load_experiment_config(cfg_dict)
+        tracker = tracking.row_callback(row_name, row, profile, seed, cfg_dict)
+        result = train(cfg, callbacks=[tracker], resume=True)
+        seeds.append({
+            "seed": int(seed),
+            "final_model": str(result.final_model),
+            "iterations": int(result.iterations),
+            "seconds": round(float(result.seconds), 3),
+            "iterations_per_second": round(float(result.iterations_per_second), 3),
+            "last_losses": {k: round(float(v), 6) for k, v in result.last_losses.items()},
+            "mlflow_run_id": tracker.run_id,
+        })
+    return {"row": row_name, "profile": profile["name"], "tables": row["tables"], "lambda": lam,
+            "lambda_source": lam_source, "ran": describe_row(row, profile), "seeds": seeds}
+
+
+def summarise(per_seed: list[dict]) -> tuple[dict | None, dict | None]:
+    """Mean and sample standard deviation over seeds of PQ/PQ_th/PQ_st/SQ/RQ (std 0 for one seed)."""
+    with_numbers = [s["metrics"] for s in per_seed if s.get("metrics")]
+    if not with_numbers:
+        return None, None
+    values = {key: [m[group][name] for m in with_numbers] for key, (group, name) in SUMMARY_KEYS.items()}
+    mean = {key: statistics.fmean(v) for key, v in values.items()}
+    std = {key: (statistics.stdev(v) if len(v) > 1 else 0.0) for key, v in values.items()}
+    return mean, std
+
+
+def _evaluate(row_name: str, params: dict, training: dict, split_role: str, tta_name: str | None,
+              out_name: str) -> dict:
+    from spatialflow.engine.evaluation import evaluate_checkpoint
+
+    row, profile = _row(row_name, params)
+    if training.get("skipped"):
+        return {**_skipped(row_name, row, profile), "split": split_role}
+    tta = None
+    if tta_name:
+        tta = profile["tta"][tta_name]
+    per_seed = []
+    for seed_info in training["seeds"]:
+        out_dir = Path("data/07_model_output") / row_name / out_name / f"seed{seed_info['seed']}"
+        result = evaluate_checkpoint(seed_info["final_model"], split=split_role, out_dir=out_dir, tta=tta)
+        entry = {"seed": seed_info["seed"], "mlflow_run_id": seed_info.get("mlflow_run_id"),
+                 "predictions": str(out_dir), "metrics": result.get("metrics"),
+                 "submission": result.get("submission")}
+        tracking.log_evaluation(seed_info.get("mlflow_run_id"), split_role, entry, out_dir)
+        per_seed.append(entry)
+    mean, std = summarise(per_seed)
+    return {
+        "row": row_name, "profile": profile["name"], "tables": row["tables"], "split": split_role,
+        "lambda": training["lambda"], "preset": row["preset"], "backbone": row["backbone"],
+        "size": str(row["size"]), "dataset": row["dataset"], "ran": training["ran"], "tta": tta_name,
+        "has_ground_truth": mean is not None, "seeds": [s["seed"] for s in per_seed], "per_seed": per_seed,
+        "summary": mean, "summary_std": std,
+        "submission": next((s["submission"] for s in per_seed if s.get("submission")), None),
+    }
+
+
+def evaluate_row_val(row_name: str, params: dict, training: dict) -> dict:
+    """PQ of every seed of a row on the val split (with the row's val TTA, Table 7's "-M")."""
+    row, _ = _row(row_name, params)
+    return _evaluate(row_name, params, training, "val", row.get("val_tta"), "val_predictions")
+
+
+def evaluate_row_testdev(row_name: str, params: dict, training: dict) -> dict:
+    """Test-dev numbers (Tables 5-6), or the submission package where test-dev has no ground truth."""
+    settings = (params.get("testdev_rows") or {}).get(row_name) or {}
+    return _evaluate(row_name, params, training, "test", settings.get("tta"), "testdev_predictions")
+
+
+def select_lambda(params: dict, *lambda_row_metrics: dict) -> tuple[dict, dict]:
+    """Table 1's lambda search: the lambda with the best val PQ, and the lambda every later row uses.
+
+    Returns (the search record, ``{row: {"lambda", "source"}}`` for every row of Tables 2-7). A row's file
+    changes only when its own lambda changes, so a re-run of Table 1 retrains only rows that use the search.
+    """
+    profile = active_profile(params)
+    candidates = [
+        {"row": m["row"], "lambda": m["lambda"], "pq": m["summary"]["pq"], "pq_th": m["summary"]["pq_th"],
+         "pq_st": m["summary"]["pq_st"]}
+        for m in lambda_row_metrics if not m.get("skipped") and m.get("summary")
+    ]
+    # Best PQ; ties go to the larger PQ_st, then to the larger lambda (the order of Table 1).
+    best = max(candidates, key=lambda c: (c["pq"], c["pq_st"], c["lambda"])) if candidates else None
+    selected = None if best is None else best["lambda"]
+    search = {"profile": profile["name"], "metric": "pq", "split": "val", "selected_lambda": selected,
+              "selected_row": None if best is None else best["row"], "candidates": candidates}
+    row_lambdas = {}
+    for name, row in trained_rows(params).items():
+        if row["group"] == "lambda_rows":
+            continue
+        try:
+            lam, source = row_lambda(row, profile, selected)
+        except ConfigError:
+            lam, source = None, "no lambda: Table 1 did not run in this profile"
+        row_lambdas[name] = {"lambda": lam, "source": source}
+    return search, row_lambdas

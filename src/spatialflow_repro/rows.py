@@ -1,0 +1,162 @@
+"""The experiment grid of params.yaml: which rows exist, and what one row trains in the active profile.
+
+Pure functions over the parameters dict (no Kedro, no I/O), so that the pipelines, dvc.yaml and the tests
+agree on one definition of a row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spatialflow.errors import ConfigError
+
+# Groups of trained rows in params.yaml, in DAG order: Table 1 (the lambda search) first, then the rows
+# that may use its result, then the rows initialised from another row's checkpoint.
+TRAINED_ROW_GROUPS = ("lambda_rows", "rows", "pretrained_rows")
+SEARCH = "search"
+
+# Parameters trained in the first phase of Table 7's "-COCO" recipe (paper supplement): the layers whose
+# shape depends on the classes (fnmatch patterns over SpatialFlow parameter names).
+CLASS_DEPENDENT_PARAMETERS = ["cls_head.*", "stuff_head.predictor.*", "mask_head.predictor.*"]
+
+
+def trained_rows(params: dict) -> dict[str, dict]:
+    """Every trained row of every table, ``{name: row}``, each row with its ``group`` added."""
+    rows: dict[str, dict] = {}
+    for group in TRAINED_ROW_GROUPS:
+        for name, row in (params.get(group) or {}).items():
+            if name in rows:
+                raise ConfigError(f"params.yaml: row {name!r} appears in {rows[name]['group']} and {group}")
+            rows[name] = {**row, "group": group}
+    return rows
+
+
+def testdev_rows(params: dict) -> dict[str, dict]:
+    """Trained rows that are also evaluated on test-dev (Tables 5-6), ``{name: settings}``."""
+    rows = params.get("testdev_rows") or {}
+    unknown = sorted(set(rows) - set(trained_rows(params)))
+    if unknown:
+        raise ConfigError(f"params.yaml: testdev_rows {unknown} are not trained rows")
+    return dict(rows)
+
+
+def active_profile(params: dict) -> dict:
+    """The selected profile's settings, with its ``name``."""
+    name = params.get("profile")
+    profiles = params.get("profiles") or {}
+    if name not in profiles:
+        raise ConfigError(f"params.yaml: profile {name!r} is not one of {sorted(profiles)}")
+    return {**profiles[name], "name": name}
+
+
+def row_runs_in_profile(row: dict, profile: dict) -> bool:
+    """A row runs when one of its tables belongs to the profile and the profile has its dataset."""
+    return bool(set(row["tables"]) & set(profile["tables"])) and row["dataset"] in profile["datasets"]
+
+
+def row_lambda(row: dict, profile: dict, selected: float | None) -> tuple[float, str]:
+    """(lambda, where it came from) for one row: the row's number, or the profile's, or the search's pick."""
+    value = row.get("lambda", SEARCH)
+    source = "row"
+    if value == SEARCH:
+        value, source = profile.get("lambda", SEARCH), "profile"
+    if value == SEARCH:
+        if selected is None:
+            raise ConfigError("a row uses the lambda search, but Table 1 has not selected a lambda")
+        return float(selected), "lambda search (Table 1)"
+    return float(value), source
+
+
+def resolve_size(row: dict, profile: dict) -> tuple[int, int]:
+    """(shorter side, max size) this profile trains the paper's image size ``row['size']`` at."""
+    sizes = profile.get("sizes") or {}
+    if str(row["size"]) not in sizes:
+        raise ConfigError(f"profile {profile['name']!r} has no image size {row['size']!r} (sizes: {sorted(sizes)})")
+    short, longest = sizes[str(row["size"])]
+    return int(short), int(longest)
+
+
+def resolve_depth(row: dict, profile: dict) -> int:
+    backbones = profile.get("backbones") or {}
+    if row["backbone"] not in backbones:
+        raise ConfigError(f"profile {profile['name']!r} has no backbone {row['backbone']!r}")
+    return int(backbones[row["backbone"]])
+
+
+PAPER_BACKBONES = {"R50": "ResNet-50", "R101": "ResNet-101"}
+
+
+def describe_row(row: dict, profile: dict) -> str:
+    """One line saying what a row ran and which paper setting it stands for."""
+    depth = resolve_depth(row, profile)
+    short, longest = resolve_size(row, profile)
+    dataset = profile["datasets"][row["dataset"]]
+    data = dataset.get("preset", dataset["kind"])
+    schedule = profile["schedule"][row["dataset"]]
+    paper_size = "Cityscapes crops" if row["size"] == "cityscapes" else f"{row['size']} px"
+    extra = ", DCN" if row["preset"] == "spatialflow_dcn" else ""
+    if row.get("init_from"):
+        extra += f", initialised from {row['init_from']}"
+    return (
+        f"ResNet-{depth}{extra}, shorter side {short} px (max {longest}), {data}, "
+        f"{schedule['length']} {schedule['unit']}s"
+        f" -- stands for {PAPER_BACKBONES.get(row['backbone'], row['backbone'])} @ {paper_size} "
+        f"on {'COCO' if row['dataset'] == 'coco' else 'Cityscapes'}"
+    )
+
+
+def experiment_config(
+    name: str,
+    row: dict,
+    params: dict,
+    manifest: dict,
+    stuff_lambda: float,
+    seed: int,
+    init_checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """The ``spatialflow.engine`` experiment config (a dict) of one row and seed in the active profile."""
+    profile = active_profile(params)
+    dataset_name = row["dataset"]
+    if dataset_name not in manifest:
+        raise ConfigError(f"row {name!r} needs dataset {dataset_name!r}, which the data stage did not prepare")
+    dataset = manifest[dataset_name]
+    schedule = dict(profile["schedule"][dataset_name])
+    short, longest = resolve_size(row, profile)
+    model = {
+        "preset": row["preset"],
+        "depth": resolve_depth(row, profile),
+        "num_things": dataset["num_things"],
+        "num_stuff": dataset["num_stuff"],
+        "stuff_lambda": stuff_lambda,
+        "merge": dict(profile["merge"][dataset_name]),
+        **(profile.get("model") or {}),
+        **(profile.get("detection") or {}),
+    }
+    scale_crop = schedule.pop("scale_crop", None)
+    train = {
+        **schedule,
+        "seed": int(seed),
+        "num_workers": int(profile.get("workers", 0)),
+        "device": profile.get("device", "auto"),
+        "checkpoint_every": int(profile.get("checkpoint_every", 1000)),
+        "log_every": int(profile.get("log_every", 20)),
+    }
+    if init_checkpoint is not None:
+        train["init_checkpoint"] = init_checkpoint
+        if row.get("finetune_class_layers_first"):
+            finetune = profile.get("finetune_from_coco") or {}
+            train["finetune"] = {
+                "trainable": list(CLASS_DEPENDENT_PARAMETERS),
+                "length": int(finetune["length"]),
+                "lr": float(finetune["lr"]),
+            }
+    return {
+        "name": name,
+        "model": model,
+        "data": {
+            **{split: dict(paths) for split, paths in dataset["splits"].items()},
+            "transforms": {"min_size": short, "max_size": longest, "flip": 0.5, "scale_crop": scale_crop},
+        },
+        "train": train,
+        "output_dir": f"data/06_models/{name}/seed{seed}",
+    }

@@ -1,0 +1,78 @@
+"""SpatialFlowConfig, the Table 2 presets and their validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spatialflow.errors import ConfigError
+from spatialflow.models.config import PRESETS, SpatialFlowConfig, config_from_dict, config_to_dict, model_config
+from spatialflow.panoptic.merge import MergeConfig
+
+SWITCHES = ["subnets", "flow_reg_cls", "flow_reg_stuff", "flow_reg_mask", "flow_stuff_mask", "dcn"]
+
+
+def test_presets_are_cumulative_like_table_2():
+    order = ["baseline", "+subnets", "+reg_cls", "+reg_stuff", "+reg_mask", "spatialflow", "spatialflow_dcn"]
+    assert list(PRESETS) == order
+    for k, name in enumerate(order):
+        cfg = model_config(name)
+        # row k switches on exactly the first k components, in the order of the table
+        assert [getattr(cfg, s) for s in SWITCHES] == [i < k for i in range(len(SWITCHES))]
+
+
+def test_paper_defaults():
+    cfg = model_config()
+    assert (cfg.depth, cfg.fpn_channels, cfg.stuff_channels, cfg.num_things, cfg.num_stuff) == (50, 256, 128, 80, 53)
+    assert (cfg.stuff_lambda, cfg.nms_thresh, cfg.train_nms_thresh, cfg.max_detections) == (0.25, 0.4, 0.4, 100)
+    assert cfg.num_anchors == 9  # 3 scales x 3 ratios
+    assert cfg.pretrained_backbone is False
+    assert cfg.merge == MergeConfig()
+
+
+@pytest.mark.parametrize("flow", ["flow_reg_stuff", "flow_reg_mask", "flow_stuff_mask"])
+def test_flow_without_subnets_is_a_config_error(flow):
+    with pytest.raises(ConfigError, match="subnets"):
+        model_config("baseline", **{flow: True})
+
+
+def test_reg_cls_flow_needs_no_subnets():
+    cfg = model_config("baseline", flow_reg_cls=True)
+    assert cfg.flow_reg_cls and not cfg.subnets
+
+
+def test_dcn_needs_the_reg_flows():
+    with pytest.raises(ConfigError, match="dcn"):
+        model_config("+subnets", dcn=True)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"depth": 152}, {"fpn_channels": 0}, {"stuff_channels": 48}, {"nms_thresh": 1.5}, {"stuff_lambda": -1.0},
+     {"bg_iou_thresh": 0.6}, {"nonsense_field": 1}, {"merge": {"nonsense": 1}}],
+)
+def test_nonsense_is_a_config_error(overrides):
+    with pytest.raises(ConfigError):
+        model_config("spatialflow", **overrides)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown model preset"):
+        model_config("retinanet")
+
+
+def test_dict_round_trip_is_json_serialisable():
+    cfg = model_config("spatialflow_dcn", depth=18, num_things=3, merge={"stuff_area_limit": 64, "box_fill": True})
+    d = json.loads(json.dumps(config_to_dict(cfg)))
+    back = config_from_dict(d)
+    assert back == cfg
+    assert isinstance(back.merge, MergeConfig) and back.merge.stuff_area_limit == 64
+    assert back.anchor_ratios == (0.5, 1.0, 2.0)
+    with pytest.raises(ConfigError):
+        config_from_dict({**d, "extra": 1})
+
+
+def test_direct_construction_is_validated():
+    with pytest.raises(ConfigError):
+        SpatialFlowConfig(subnets=False)  # default flows are on

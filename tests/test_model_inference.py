@@ -1,0 +1,103 @@
+"""Inference: determinism, batched predict, test-time augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spatialflow.engine.inference import TTA_PRESETS, TTAConfig, _flip_boxes, predict, resized_size
+from spatialflow.errors import ConfigError
+from spatialflow.models.config import model_config
+from spatialflow.models.spatialflow import SpatialFlow
+
+torch.set_num_threads(1)
+
+
+def tiny_model(seed: int = 0) -> SpatialFlow:
+    torch.manual_seed(seed)
+    cfg = model_config("spatialflow", depth=18, fpn_channels=32, stuff_channels=32, mask_channels=32,
+                       num_things=3, num_stuff=2, merge={"stuff_area_limit": 16, "score_threshold": 0.3})
+    model = SpatialFlow(cfg).eval()
+    torch.nn.init.zeros_(model.cls_head.conv.bias)  # untrained scores ~0.5: plenty of detections
+    return model
+
+
+def images(seed: int = 1) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(3, 56, 72, generator=g), torch.rand(3, 40, 33, generator=g)]
+
+
+def assert_same(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for key in ("boxes", "scores", "labels", "masks", "stuff"):
+            assert torch.equal(x[key], y[key]), key
+        assert np.array_equal(x["panoptic"].panoptic_ids, y["panoptic"].panoptic_ids)
+        assert x["panoptic"].segments == y["panoptic"].segments
+
+
+def test_inference_is_deterministic_for_a_seed():
+    torch.use_deterministic_algorithms(True)
+    try:
+        first = predict(tiny_model(), images())
+        again = predict(tiny_model(), images())  # a fresh model from the same seed
+        assert first[0]["boxes"].shape[0] > 0
+        assert_same(first, again)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_predict_batches_equal_the_forward_and_restore_the_mode():
+    model = tiny_model()
+    model.train()
+    out = predict(model, images(), batch_size=1)
+    assert model.training  # mode restored
+    with torch.no_grad():
+        model.eval()
+        direct = [model([img])[0] for img in images()]
+    assert_same(out, direct)
+
+
+def test_tta_one_scale_without_flip_equals_plain_inference():
+    model = tiny_model()
+    imgs = [images()[0]]  # 56 x 72: scale (56, 72) keeps it as it is (56/56 = 1, 72/72 = 1)
+    plain = predict(model, imgs, return_stuff_logits=True)
+    tta = predict(model, imgs, TTAConfig(scales=[(56, 72)], flip=False), return_stuff_logits=True)
+    assert_same(plain, tta)
+    assert torch.equal(plain[0]["stuff_logits"], tta[0]["stuff_logits"])
+
+
+def test_tta_with_flip_and_scales_answers_at_the_original_size():
+    model = tiny_model()
+    out = predict(model, images(), TTAConfig(scales=[(40, 100), (80, 200)], flip=True), return_stuff_logits=True)
+    for o, img in zip(out, images()):
+        h, w = img.shape[-2:]
+        assert o["masks"].shape[1:] == (h, w) and o["stuff"].shape == (h, w)
+        assert o["stuff_logits"].shape == (3, h, w)
+        assert o["boxes"].shape[0] <= 100
+        assert float(o["boxes"][:, 2].max()) <= w + 1e-4 and float(o["boxes"][:, 3].max()) <= h + 1e-4
+
+
+def test_flip_only_tta_of_a_mirror_symmetric_image_equals_plain_stuff():
+    # For an image equal to its own mirror image the flipped pass sees the same pixels, and the
+    # stuff logits map back mirrored: the average is (L + flip(L)) / 2.
+    model = tiny_model()
+    half = torch.rand(3, 32, 24, generator=torch.Generator().manual_seed(3))
+    img = torch.cat([half, half.flip(-1)], dim=-1)  # 32 x 48, symmetric
+    plain = predict(model, [img], return_stuff_logits=True)[0]["stuff_logits"]
+    tta = predict(model, [img], TTAConfig(scales=[(32, 48)], flip=True), return_stuff_logits=True)[0]
+    assert torch.allclose(tta["stuff_logits"], (plain + plain.flip(-1)) / 2, atol=1e-5)
+
+
+def test_resize_rule_and_presets():
+    # 480x640 to (800, 1333): 800/480 = 1.667 < 1333/640 = 2.083 -> 800 x round(640 * 1.667) = 1067
+    assert resized_size((480, 640), 800, 1333) == (800, 1067)
+    # 500x2000 to (800, 1333): 1333/2000 = 0.6665 wins -> round(333.25) = 333 x 1333
+    assert resized_size((500, 2000), 800, 1333) == (333, 1333)
+    assert TTA_PRESETS["coco"].scales == [(1000, 1500), (1200, 1800), (1400, 2100)]
+    assert len(TTA_PRESETS["cityscapes"].scales) == 4 and TTA_PRESETS["cityscapes"].flip
+    with pytest.raises(ConfigError):
+        TTAConfig(scales=[])
+    boxes = torch.tensor([[2.0, 1.0, 5.0, 4.0]])
+    assert _flip_boxes(boxes, 10).tolist() == [[5.0, 1.0, 8.0, 4.0]]  # x: 10 - 5, 10 - 2
