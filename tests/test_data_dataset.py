@@ -33,12 +33,14 @@ def test_tensors_of_real_image():
 
 
 def test_transforms_and_collate():
-    # 427 x 640, short 128, max 1000 -> scale 0.2998 -> 128 x 192
+    # 427 x 640, short 128 -> 128 x round(640 * 128 / 427 = 191.8) = 192;
+    # 360 x 640 -> 128 x round(640 * 128 / 360 = 227.6) = 228
     ds = dataset(Compose([ResizeShorterSide(128, 1000), RandomHorizontalFlip(0.5)]))
     loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate)
     images, targets = next(iter(loader))
-    assert isinstance(images, list) and [tuple(i.shape) for i in images] == [(3, 128, 192), (3, 128, 192)]
+    assert isinstance(images, list) and [tuple(i.shape) for i in images] == [(3, 128, 192), (3, 128, 228)]
     assert [t["image_id"] for t in targets] == [142238, 439180]
-    for t in targets:
-        assert t["masks"].shape[1:] == (128, 192) and t["orig_size"][1] == 640
+    for image, t in zip(images, targets):
+        assert t["masks"].shape[1:] == t["stuff"].shape == image.shape[1:]
+        assert t["orig_size"][1] == 640
         assert len(t["boxes"]) == len(t["labels"]) == len(t["masks"])

@@ -42,6 +42,9 @@ def test_table2_markdown_is_exact(tmp_path: Path, paper: dict) -> None:
     write_metrics(tmp_path, "t2_subnets", [seed_entry(0, "run-b", 40.0, 46.0, 31.0),
                                             seed_entry(1, "run-c", 42.0, 47.0, 31.0)])
     write_metrics(tmp_path, "t2_reg_cls", [seed_entry(0, "run-x", 1.0, 1.0, 1.0)], profile="coco")
+    (tmp_path / "t2_reg_stuff").mkdir()  # what the train pipeline writes for a row its profile skips
+    (tmp_path / "t2_reg_stuff" / "metrics.json").write_text(json.dumps(
+        {"row": "t2_reg_stuff", "profile": "tiny", "tables": [2], "skipped": "not run in profile tiny (...)"}))
     table = nodes.build_table(2, paper, "tiny", tmp_path)
     # baseline: 41.25 -> "41.2" (exact binary half, rounds to even); diff 41.2 - 39.7 = +1.5;
     # PQ_th 45.0 - 46.0 = -1.0; PQ_st 30.04 -> "30.0", 30.0 - 30.2 = -0.2

@@ -10,6 +10,7 @@ Things and stuff are numbered separately, in the order of the dataset's ``catego
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 IGNORE_INDEX = 255
 
@@ -74,10 +75,10 @@ class CategoryMap:
                 return str(cat.get("name", category_id))
         raise KeyError(f"unknown category id {category_id}")
 
-    @property
+    @cached_property
     def _thing_index(self) -> dict[int, int]:
         return {cid: i for i, cid in enumerate(self.thing_ids)}
 
-    @property
+    @cached_property
     def _stuff_index(self) -> dict[int, int]:
         return {cid: i for i, cid in enumerate(self.stuff_ids)}

@@ -4,8 +4,9 @@ Input: the official layout ``root/leftImg8bit/<split>/<city>/*_leftImg8bit.png``
 ``root/gtFine/<split>/<city>/*_gtFine_instanceIds.png``. Output, like the synthetic sets:
 ``out/annotations/panoptic_<split>.json`` + ``out/annotations/panoptic_<split>/*.png``. Category ids are
 Cityscapes label ids (19 evaluated classes: 8 things, 11 stuff); image ids are the official
-``<city>_<seq>_<frame>`` strings. Image ``file_name``s are rewritten to ``<city>/<name>`` so that the images
-are read in place from ``root/leftImg8bit/<split>`` (nothing is copied).
+``<city>_<seq>_<frame>`` strings. Image ``file_name``s are rewritten to ``<city>/<id>_leftImg8bit.png`` (the
+converter writes a name that does not exist) so that images are read in place from ``root/leftImg8bit/<split>``
+(nothing is copied).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ def convert_cityscapes(
                 except SystemExit:  # cityscapesscripts' printError exits
                     raise DataError(gt_dir, "cityscapesscripts could not convert this split") from None
             data = read_json(Path(tmp) / f"cityscapes_panoptic_{split}.json")
-            for image in data["images"]:
-                city = image["file_name"].split("_")[0]
-                image["file_name"] = f"{city}/{image['file_name']}"
+            for image in data["images"]:  # the converter names it '<id>_gtFine_leftImg8bit.png' (wrong)
+                city = str(image["id"]).split("_")[0]
+                image["file_name"] = f"{city}/{image['id']}_leftImg8bit.png"
             paths = SplitPaths(json_path=annotations / f"panoptic_{split}.json",
                                png_dir=annotations / f"panoptic_{split}", image_dir=image_dir)
             if paths.png_dir.exists():

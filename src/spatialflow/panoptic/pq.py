@@ -50,6 +50,7 @@ from spatialflow.errors import DataError
 MATCH_IOU = 0.5
 #: Segment ids are < 256**3 (three PNG bytes).
 _ID_LIMIT = 256**3
+_UNKNOWN = -1  # key of the slot that collects unlisted ids
 #: Images per task for multi-process evaluation (fixed, so the summation order never depends on workers).
 CHUNK_SIZE = 32
 
@@ -64,7 +65,10 @@ class _ImageError(Exception):
 
 @dataclass
 class _Segments:
-    """One image's segments, indexed like its sorted key table ``keys`` = 0 and the listed ids."""
+    """One image's segments, indexed like its key table ``keys`` = [unknown, 0, sorted listed ids].
+
+    Slot 0 collects pixels whose id is not listed (an error), slot 1 is id 0 (void unless listed).
+    """
 
     keys: np.ndarray  # int64, sorted
     listed: np.ndarray  # bool: key is a segment of segments_info
@@ -91,7 +95,7 @@ def _parse_segments(segments: Sequence[dict], category_index: dict[int, int], si
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         raise _ImageError(side, "json", f"duplicate segment ids {duplicates}")
 
-    keys = np.array(sorted(set(ids) | {0}), dtype=np.int64)
+    keys = np.array([_UNKNOWN, *sorted(set(ids) | {0})], dtype=np.int64)
     position = {int(k): i for i, k in enumerate(keys)}
     listed = np.zeros(len(keys), dtype=bool)
     category = np.full(len(keys), -1, dtype=np.int64)
@@ -110,30 +114,29 @@ def _parse_segments(segments: Sequence[dict], category_index: dict[int, int], si
     return _Segments(keys, listed, category, crowd, json_area, crowd_by_category)
 
 
-#: id -> compact index table shared by all images of a process (64 MiB of virtual memory, zero-filled
-#: by the OS: only the pages of ids actually seen are ever touched). Entries are reset after each use.
+#: id -> compact index table shared by all images of a process (128 MiB of virtual memory, zero-filled
+#: by the OS: only the pages of ids actually seen are ever touched). Entries are reset after each use,
+#: so an id that is not listed maps to slot 0.
 _ID_TABLE: np.ndarray | None = None
 
 
 def _key_index(ids: np.ndarray, table: _Segments) -> np.ndarray:
-    """Compact index (uint32) of every pixel's id in ``table.keys``; unknown ids get 0 (see ``_check_ids``)."""
+    """Compact index (intp) of every pixel's id in ``table.keys``; unlisted ids get slot 0."""
     global _ID_TABLE
     if _ID_TABLE is None:
-        _ID_TABLE = np.zeros(_ID_LIMIT, dtype=np.uint32)
-    _ID_TABLE[table.keys] = np.arange(len(table.keys), dtype=np.uint32)
+        _ID_TABLE = np.zeros(_ID_LIMIT, dtype=np.intp)
+    known = table.keys[1:]
+    _ID_TABLE[known] = np.arange(1, len(table.keys), dtype=np.intp)
     try:
         return np.take(_ID_TABLE, ids)
     finally:
-        _ID_TABLE[table.keys] = 0
+        _ID_TABLE[known] = 0
 
 
-def _check_ids(ids: np.ndarray, table: _Segments, key_counts: np.ndarray, side: str) -> None:
-    """Every pixel id must be listed (or 0): an unknown id was counted as key 0, so the sums differ."""
-    if int(np.dot(key_counts, table.keys)) == int(ids.sum(dtype=np.int64)):
-        return
+def _unknown_ids_error(ids: np.ndarray, table: _Segments, side: str) -> _ImageError:
     unknown = np.setdiff1d(np.unique(ids), table.keys)
     shown = ", ".join(str(int(u)) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-    raise _ImageError(side, "png", f"segment ids {shown} are in the PNG but not in the JSON segments_info")
+    return _ImageError(side, "png", f"segment ids {shown} are in the PNG but not in the JSON segments_info")
 
 
 def _as_ids(ids: Any, side: str) -> np.ndarray:
@@ -142,15 +145,13 @@ def _as_ids(ids: Any, side: str) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.ndim != 2 or ids.dtype.kind not in "iu":
         raise _ImageError(side, "png", f"expected an (H, W) integer id map, got {ids.dtype} {ids.shape}")
-    if ids.dtype.kind == "i":
-        ids = ids.astype(np.int64, copy=False)
-        if ids.size and (ids.min() < 0 or ids.max() >= _ID_LIMIT):
-            raise _ImageError(side, "png", "segment ids must lie in [0, 256**3)")
-    return ids
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= _ID_LIMIT):
+        raise _ImageError(side, "png", "segment ids must lie in [0, 256**3)")
+    return ids.astype(np.intp, copy=False)
 
 
 def read_segment_ids(path: str | os.PathLike) -> np.ndarray:
-    """(H, W) uint32 segment ids of a COCO-panoptic PNG (``R + 256 G + 256**2 B``), decoded fast.
+    """(H, W) intp segment ids of a COCO-panoptic PNG (``R + 256 G + 256**2 B``), decoded fast.
 
     Same ids as ``spatialflow.data.coco_panoptic.read_panoptic_png`` (int64), without per-channel
     int64 temporaries.
@@ -172,14 +173,14 @@ def read_segment_ids(path: str | os.PathLike) -> np.ndarray:
 
 
 def _ids_from_rgb_bytes(raw: bytes, height: int, width: int) -> np.ndarray:
-    """Packed RGB bytes -> (H, W) uint32 ids, reading each pixel's 3 bytes as one little-endian word."""
+    """Packed RGB bytes -> (H, W) intp ids, reading each pixel's 3 bytes as one little-endian word."""
     n = height * width
-    ids = np.empty(n, dtype=np.uint32)
+    ids = np.empty(n, dtype=np.intp)
     if n:
         # Word i spans bytes R_i G_i B_i R_(i+1) (stride 3): masking the top byte leaves R + 256 G + 65536 B.
         # The last pixel has no byte after it, so it is done by hand.
         words = np.ndarray((n - 1,), dtype="<u4", buffer=raw, strides=(3,))
-        np.bitwise_and(words, np.uint32(0xFFFFFF), out=ids[:-1])
+        np.bitwise_and(words, np.uint32(0xFFFFFF), out=ids[:-1], casting="unsafe")
         red, green, blue = raw[-3:]
         ids[-1] = red + 256 * green + 65536 * blue
     return ids.reshape(height, width)
@@ -229,18 +230,20 @@ class PQAccumulator:
         pred_index = _key_index(pred_ids, pred)
 
         n_pred = len(pred.keys)
-        joint = gt_index * np.uint32(n_pred) + pred_index
+        joint = gt_index * n_pred + pred_index
         counts = np.bincount(joint.reshape(-1), minlength=len(gt.keys) * n_pred).reshape(len(gt.keys), n_pred)
         gt_png_area = counts.sum(axis=1)
         pred_area = counts.sum(axis=0)
-        _check_ids(gt_ids, gt, gt_png_area, "gt")
-        _check_ids(pred_ids, pred, pred_area, "pred")
+        if gt_png_area[0]:
+            raise _unknown_ids_error(gt_ids, gt, "gt")
+        if pred_area[0]:
+            raise _unknown_ids_error(pred_ids, pred, "pred")
         for side, table, area in (("gt", gt, gt_png_area), ("pred", pred, pred_area)):
             absent = table.keys[table.listed & (area == 0)]
             if len(absent):
                 raise _ImageError(side, "png", f"segment ids {absent.tolist()} are in the JSON but not in the PNG")
         gt_area = np.where(gt.json_area >= 0, gt.json_area, gt_png_area)
-        void_overlap = counts[0]  # key 0 is id 0: void pixels of the GT (row) under each prediction
+        void_overlap = counts[1]  # slot 1 is id 0: the GT's void pixels under each prediction
 
         candidates = (
             (gt.listed & ~gt.crowd)[:, None]

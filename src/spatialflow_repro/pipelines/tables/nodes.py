@@ -200,8 +200,9 @@ def build_table(
 
 
 def _reproduced(metrics: dict | None, path: Path, profile: str, keys: list[str], published: dict) -> dict:
-    """The reproduced part of a row record; 'not_run' when the file is absent or from another profile."""
-    if metrics is None or metrics.get("profile", profile) != profile:
+    """The reproduced part of a row record; 'not_run' when the file is absent, marks the row as skipped
+    (the profile does not run its table) or comes from another profile."""
+    if metrics is None or metrics.get("skipped") or metrics.get("profile", profile) != profile:
         return {"status": "not_run", "note": f"not run in profile {profile}"}
     per_seed = metrics.get("per_seed") or []
     common = {

@@ -1,0 +1,107 @@
+"""The COCO panoptic test-dev upload: one zip holding the results JSON and the folder of PNGs.
+
+Layout the evaluation server expects (COCO upload naming, ``<method>`` without underscores)::
+
+    panoptic_test-dev2017_<method>_results.zip
+    ├── panoptic_test-dev2017_<method>_results.json
+    └── panoptic_test-dev2017_<method>_results/
+        └── <file_name of each annotation>.png
+
+The JSON is also written beside the zip. Before anything is written, every annotation is checked: its PNG
+exists, is RGB, and holds exactly the segment ids of its ``segments_info``, with known category ids and no
+duplicates; with ``image_info_json`` (COCO's ``image_info_test-dev2017.json``) every image must have exactly
+one annotation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from spatialflow.errors import ConfigError, DataError
+from spatialflow.panoptic.pq import read_segment_ids
+from spatialflow.utils.atomic import atomic_open, atomic_write_json
+
+_METHOD = re.compile(r"^[A-Za-z0-9-]+$")
+
+
+def submission_name(method: str, split: str = "test-dev2017") -> str:
+    """``panoptic_<split>_<method>_results`` (the stem of the JSON, the folder and the zip)."""
+    if not _METHOD.match(method):
+        raise ConfigError(f"method name {method!r}: use letters, digits and '-' only (no '_', which splits fields)")
+    return f"panoptic_{split}_{method}_results"
+
+
+def _load(path: str | os.PathLike) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"not valid JSON ({exc})") from None
+
+
+def check_prediction(pred: dict, pred_json: str | os.PathLike, pred_dir: str | os.PathLike,
+                     image_ids: set | None = None) -> None:
+    """Raise DataError (naming the file) for the first problem that would make the server reject ``pred``."""
+    annotations = pred.get("annotations")
+    if not isinstance(annotations, list):
+        raise DataError(pred_json, "no 'annotations' list")
+    categories = pred.get("categories") or []
+    known = {c["id"] for c in categories}
+    if not known:
+        raise DataError(pred_json, "no 'categories' list (copy it from the panoptic val2017 JSON)")
+    seen: set = set()
+    for annotation in tqdm(annotations, desc="check", unit="img"):
+        image_id = annotation.get("image_id")
+        if image_id in seen:
+            raise DataError(pred_json, f"two annotations for image {image_id}")
+        seen.add(image_id)
+        if image_ids is not None and image_id not in image_ids:
+            raise DataError(pred_json, f"annotation for image {image_id}, which is not in the image list")
+        png = Path(pred_dir) / annotation["file_name"]
+        ids = [s["id"] for s in annotation["segments_info"]]
+        if len(set(ids)) != len(ids):
+            raise DataError(pred_json, f"image {image_id}: duplicate segment ids")
+        unknown = sorted({s["category_id"] for s in annotation["segments_info"]} - known)
+        if unknown:
+            raise DataError(pred_json, f"image {image_id}: unknown category ids {unknown}")
+        in_png = set(np.unique(read_segment_ids(png)).tolist()) - {0}
+        if in_png != set(ids) - {0}:
+            raise DataError(png, f"PNG segment ids {sorted(in_png - set(ids))[:5]} not in the JSON, "
+                                 f"JSON ids {sorted(set(ids) - in_png)[:5]} not in the PNG")
+    if image_ids is not None and len(seen) != len(image_ids):
+        missing = sorted(image_ids - seen, key=str)
+        raise DataError(pred_json, f"no annotation for {len(missing)} images, e.g. {missing[:5]}")
+
+
+def package_submission(pred_json: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                       method: str, *, split: str = "test-dev2017",
+                       image_info_json: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Check the prediction and write ``(results JSON, upload zip)`` into ``out_dir`` (atomically)."""
+    name = submission_name(method, split)
+    pred = _load(pred_json)
+    image_ids = None
+    if image_info_json is not None:
+        image_ids = {image["id"] for image in _load(image_info_json).get("images", [])}
+        if not image_ids:
+            raise DataError(image_info_json, "no 'images' list")
+    check_prediction(pred, pred_json, pred_dir, image_ids)
+
+    out = Path(out_dir)
+    json_path = out / f"{name}.json"
+    zip_path = out / f"{name}.zip"
+    atomic_write_json(json_path, pred, indent=None)
+    with atomic_open(zip_path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+        # PNGs are already deflated: storing them is as small and much faster.
+        archive.write(json_path, f"{name}.json", compress_type=zipfile.ZIP_DEFLATED)
+        for annotation in tqdm(pred["annotations"], desc="zip", unit="png"):
+            archive.write(Path(pred_dir) / annotation["file_name"], f"{name}/{annotation['file_name']}")
+    return json_path, zip_path

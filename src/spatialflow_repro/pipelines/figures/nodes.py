@@ -1,0 +1,340 @@
+"""The paper's figures, regenerated: Table 1's lambda curve, panoptic overlays (Figures 5-6) and CAM
+heat-maps of the cls and stuff heads (Figure 4), each baseline vs SpatialFlow.
+
+Everything lands in ``data/08_reporting/figures/`` as small PNGs (plus ``lambda_curve.csv`` for a DVC plot).
+A figure whose inputs do not exist in the active profile is written as a placeholder PNG that says so,
+so every DVC output always exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from spatialflow.data.coco_panoptic import load_panoptic_json, read_image, read_panoptic_png
+from spatialflow.data.visualize import panoptic_overlay
+from spatialflow.errors import DataError
+from spatialflow.utils.atomic import atomic_save_image, atomic_write_text
+from spatialflow_repro.pipelines.tables.nodes import (
+    LAMBDA_SEARCH_FILE,
+    MODEL_OUTPUT_DIR,
+    REPORTING_DIR,
+    build_table,
+    load_paper_tables,
+    read_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+FIGURES_DIR = REPORTING_DIR / "figures"
+DATASETS_MANIFEST = Path("data/03_primary/datasets.json")  # written by the data_prep pipeline
+MODELS_DIR = Path("data/06_models")  # <row>/training.json: final_model per seed
+
+# (dataset, baseline row, SpatialFlow row): Figures 4-6 compare the first pair the profile has trained.
+COMPARED_ROWS = (("coco", "t2_baseline", "t2_spatialflow"), ("cityscapes", "t3_baseline", "t3_spatialflow"))
+NUM_IMAGES = 3  # val images per figure (the first ones by image id, the same in every figure)
+PANEL_SIZE = (96, 128)  # (height, width) of one grid cell
+GAP = 4
+TITLE_HEIGHT = 14
+CAM_ALPHA = 0.5
+
+
+# ---------------------------------------------------------------------------------- lambda curve
+
+
+def lambda_curve_points(table1: dict[str, Any]) -> list[dict[str, float]]:
+    """Reproduced PQ / PQ_th / PQ_st per lambda (rows that ran), by ascending lambda."""
+    points = [{"lambda": float(r["labels"]["lambda"]), **{k: r["reproduced"][k] for k in ("pq", "pq_th", "pq_st")}}
+              for r in table1["rows"] if r["status"] == "reproduced"]
+    return sorted(points, key=lambda p: p["lambda"])
+
+
+def lambda_curve_csv(points: list[dict[str, float]]) -> str:
+    """CSV with columns lambda,pq,pq_th,pq_st (DVC plots read it)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["lambda", "pq", "pq_th", "pq_st"], lineterminator="\n")
+    writer.writeheader()
+    for p in points:
+        writer.writerow({k: repr(round(float(v), 3)) for k, v in p.items()})
+    return out.getvalue()
+
+
+def plot_lambda_curve(table1: dict[str, Any], path: str | os.PathLike) -> None:
+    """PQ / PQ_th / PQ_st vs lambda: reproduced (solid), published (dashed), selected lambda (grey line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = lambda_curve_points(table1)
+    published = sorted(({"lambda": float(r["labels"]["lambda"]), **r["published"]} for r in table1["rows"]),
+                       key=lambda p: p["lambda"])
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    for key, label, color in (("pq", "PQ", "C0"), ("pq_th", "PQ$^{Th}$", "C1"), ("pq_st", "PQ$^{St}$", "C2")):
+        ax.plot([p["lambda"] for p in published], [p[key] for p in published], "--", color=color, alpha=0.6,
+                label=f"{label} (paper)")
+        if points:
+            ax.plot([p["lambda"] for p in points], [p[key] for p in points], "o-", color=color,
+                    label=f"{label} (reproduced)")
+    if table1.get("selected_lambda") is not None:
+        ax.axvline(table1["selected_lambda"], color="grey", linewidth=1, label="selected λ")
+    ax.set_xlabel("λ (stuff-loss weight)")
+    ax.set_ylabel("%")
+    ax.set_title(table1["caption"], fontsize=8)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    buffer.seek(0)
+    atomic_save_image(path, Image.open(buffer))
+
+
+def draw_lambda_curve(profile: str) -> dict[str, Any]:
+    """Kedro node: ``figures/lambda_curve.{csv,png}`` from Table 1's rows; returns the points."""
+    table1 = build_table(1, load_paper_tables(), profile, MODEL_OUTPUT_DIR, _selected_lambda())
+    points = lambda_curve_points(table1)
+    atomic_write_text(FIGURES_DIR / "lambda_curve.csv", lambda_curve_csv(points))
+    plot_lambda_curve(table1, FIGURES_DIR / "lambda_curve.png")
+    return {"profile": profile, "points": points}
+
+
+def _selected_lambda() -> float | None:
+    search = read_metrics(LAMBDA_SEARCH_FILE)
+    return None if search is None else search.get("selected_lambda")
+
+
+# -------------------------------------------------------------------------------------- image grid
+
+
+def fit_panel(image: np.ndarray, size: tuple[int, int] = PANEL_SIZE) -> np.ndarray:
+    """Scale an (H, W, 3) uint8 image to fit ``size`` (height, width), centred on white."""
+    height, width = size
+    scale = min(height / image.shape[0], width / image.shape[1])
+    new = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    resized = np.asarray(Image.fromarray(image).resize(new, Image.BILINEAR))
+    panel = np.full((height, width, 3), 255, dtype=np.uint8)
+    top, left = (height - new[1]) // 2, (width - new[0]) // 2
+    panel[top:top + new[1], left:left + new[0]] = resized
+    return panel
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str],
+               panel_size: tuple[int, int] = PANEL_SIZE) -> Image.Image:
+    """A grid with one column per title and one row per entry of ``rows``; column titles on top.
+
+    Size: width = n_cols * panel_w + (n_cols + 1) * GAP, height = TITLE_HEIGHT + n_rows * (panel_h + GAP) + GAP.
+    """
+    n_cols, (ph, pw) = len(titles), panel_size
+    for i, row in enumerate(rows):
+        if len(row) != n_cols:
+            raise ValueError(f"grid row {i} has {len(row)} panels, expected {n_cols}")
+    width = n_cols * pw + (n_cols + 1) * GAP
+    height = TITLE_HEIGHT + len(rows) * (ph + GAP) + GAP
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(titles):
+        draw.text((GAP + c * (pw + GAP), 1), title, fill="black")
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            canvas.paste(Image.fromarray(fit_panel(panel, panel_size)),
+                         (GAP + c * (pw + GAP), TITLE_HEIGHT + GAP + r * (ph + GAP)))
+    return canvas
+
+
+def placeholder(text: str, size: tuple[int, int] = (60, 400)) -> Image.Image:
+    """A small white PNG saying why a figure is missing."""
+    canvas = Image.new("RGB", (size[1], size[0]), "white")
+    ImageDraw.Draw(canvas).text((GAP, GAP), text, fill="black")
+    return canvas
+
+
+# -------------------------------------------------------------------------------- panoptic overlays
+
+
+def load_segmentation(json_path: str | os.PathLike, png_dir: str | os.PathLike) -> dict[Any, dict]:
+    """A COCO-panoptic JSON + PNG folder -> {image_id: {"image": info, "annotation": ann, "png": path}}."""
+    data = load_panoptic_json(json_path)
+    images = {img["id"]: img for img in data["images"]}
+    return {ann["image_id"]: {"image": images[ann["image_id"]], "annotation": ann,
+                              "png": Path(png_dir) / ann["file_name"], "categories": data["categories"]}
+            for ann in data["annotations"]}
+
+
+def overlay_panel(image: np.ndarray, entry: dict) -> np.ndarray:
+    """One segmentation (an entry of :func:`load_segmentation`) coloured over ``image``."""
+    ids = read_panoptic_png(entry["png"])
+    if ids.shape != image.shape[:2]:
+        raise DataError(entry["png"], f"segmentation is {ids.shape}, the image is {image.shape[:2]}")
+    return panoptic_overlay(image, ids, entry["annotation"]["segments_info"], entry["categories"])
+
+
+def overlay_rows(gt_split: dict[str, str], predictions: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
+                 num_images: int = NUM_IMAGES) -> list[list[np.ndarray]]:
+    """Per image (the first ``num_images`` ids that every prediction has): image | GT | each prediction.
+
+    ``gt_split``: {"json", "png_dir", "image_dir"}; ``predictions``: (json, png_dir) per compared model.
+    """
+    gt = load_segmentation(gt_split["json"], gt_split["png_dir"])
+    preds = [load_segmentation(j, d) for j, d in predictions]
+    common = sorted(set(gt).intersection(*preds), key=str)[:num_images]
+    if not common:
+        raise DataError(gt_split["json"], "no image id in common with the predictions")
+    rows = []
+    for image_id in common:
+        image = read_image(Path(gt_split["image_dir"]) / gt[image_id]["image"]["file_name"])
+        rows.append([image, overlay_panel(image, gt[image_id])] + [overlay_panel(image, p[image_id]) for p in preds])
+    return rows
+
+
+def prediction_folder(row: str, model_output_dir: str | os.PathLike = MODEL_OUTPUT_DIR) -> tuple[Path, Path] | None:
+    """(panoptic.json, PNG folder) of a row's first-seed val predictions, or None if it has none."""
+    metrics = read_metrics(Path(model_output_dir) / row / "metrics.json")
+    if not metrics or metrics.get("skipped"):
+        return None
+    folders = [Path(s["predictions"]) for s in metrics.get("per_seed", []) if s.get("predictions")]
+    folders.append(Path(model_output_dir) / row / "val_predictions")
+    for folder in folders:
+        if (folder / "panoptic.json").is_file():
+            png_dir = folder / "panoptic" if (folder / "panoptic").is_dir() else folder
+            return folder / "panoptic.json", png_dir
+    return None
+
+
+def _compared_rows(profile: str) -> tuple[str, str, str, dict] | None:
+    """The first (dataset, baseline row, SpatialFlow row, GT val split) the profile has predictions for."""
+    manifest = read_metrics(DATASETS_MANIFEST) or {}
+    for dataset, baseline, spatialflow in COMPARED_ROWS:
+        split = (manifest.get(dataset) or {}).get("splits", {}).get("val")
+        if split and all(_row_ran(r, profile) for r in (baseline, spatialflow)):
+            return dataset, baseline, spatialflow, split
+    return None
+
+
+def _row_ran(row: str, profile: str) -> bool:
+    metrics = read_metrics(MODEL_OUTPUT_DIR / row / "metrics.json")
+    return bool(metrics) and not metrics.get("skipped") and metrics.get("profile") == profile
+
+
+def draw_panoptic_overlays(profile: str) -> dict[str, Any]:
+    """Kedro node: ``figures/panoptic_overlays.png``: image | GT | baseline | SpatialFlow per val image."""
+    path = FIGURES_DIR / "panoptic_overlays.png"
+    compared = _compared_rows(profile)
+    folders = compared and [prediction_folder(r) for r in compared[1:3]]
+    if not compared or not all(folders):
+        atomic_save_image(path, placeholder(f"panoptic overlays: not run in profile {profile}"))
+        return {"profile": profile, "rows": None}
+    dataset, baseline, spatialflow, split = compared
+    rows = overlay_rows(split, folders)
+    titles = ["image", "ground truth", f"baseline ({baseline})", f"SpatialFlow ({spatialflow})"]
+    atomic_save_image(path, image_grid(rows, titles))
+    return {"profile": profile, "dataset": dataset, "rows": [baseline, spatialflow], "images": len(rows)}
+
+
+# ------------------------------------------------------------------------------------ CAM heat-maps
+
+
+def cam_heatmaps(model: torch.nn.Module, images: Sequence[torch.Tensor]) -> list[dict[str, np.ndarray]]:
+    """Per image, (H, W) float maps in [0, 1] at the image's size:
+
+    ``cls``: the highest class probability over all anchors and thing classes at P3 (sigmoid of the cls
+    head's first, stride-8 output); ``stuff``: the highest stuff-class probability of the stuff head
+    (softmax, without the 'other' class that stands for things). Read with forward hooks on
+    ``model.cls_head.conv`` and ``model.stuff_head``; the model is left as it was.
+    """
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep_first(name: str):
+        def hook(module, inputs, output) -> None:
+            captured.setdefault(name, output.detach().float())
+        return hook
+
+    handles = [model.cls_head.conv.register_forward_hook(keep_first("cls")),
+               model.stuff_head.register_forward_hook(keep_first("stuff"))]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            run = getattr(model, "raw_outputs", model)  # the network without NMS / merge where available
+            run(list(images))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    stuff = captured["stuff"].softmax(dim=1)[:, :-1].amax(dim=1, keepdim=True)  # (B, 1, H_pad, W_pad)
+    cls = captured["cls"].sigmoid().amax(dim=1, keepdim=True)  # (B, 1, H_pad / 8, W_pad / 8)
+    cls = F.interpolate(cls, size=stuff.shape[-2:], mode="bilinear", align_corners=False)
+    maps = []
+    for i, img in enumerate(images):
+        h, w = img.shape[-2:]
+        maps.append({"cls": cls[i, 0, :h, :w].cpu().numpy(), "stuff": stuff[i, 0, :h, :w].cpu().numpy()})
+    return maps
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = CAM_ALPHA) -> np.ndarray:
+    """A [0, 1] heat-map in the 'jet' colour map blended over an (H, W, 3) uint8 image."""
+    from matplotlib import colormaps
+
+    colors = colormaps["jet"](np.clip(heat, 0.0, 1.0))[..., :3] * 255.0
+    return np.clip((1 - alpha) * image.astype(np.float32) + alpha * colors + 0.5, 0, 255).astype(np.uint8)
+
+
+def cam_rows(models: Sequence[torch.nn.Module], images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+    """Per image: image | cls of each model | stuff of each model (heat-maps over the image)."""
+    tensors = [torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0 for img in images]
+    per_model = [cam_heatmaps(m, tensors) for m in models]
+    return [[img] + [heatmap_overlay(img, maps[i]["cls"]) for maps in per_model]
+            + [heatmap_overlay(img, maps[i]["stuff"]) for maps in per_model]
+            for i, img in enumerate(images)]
+
+
+def final_model_path(row: str) -> Path | None:
+    """The first seed's final checkpoint of a trained row (from ``data/06_models/<row>/training.json``)."""
+    training = read_metrics(MODELS_DIR / row / "training.json")
+    seeds = (training or {}).get("seeds") or []
+    path = seeds[0].get("final_model") if seeds else None
+    return Path(path) if path and Path(path).is_file() else None
+
+
+def _eval_image(image: np.ndarray, cfg: Any) -> np.ndarray:
+    """The image at the row's test size (the transforms' shorter side / max size)."""
+    from spatialflow.engine.inference import resized_size
+
+    t = cfg.data.transforms
+    short = t.min_size if isinstance(t.min_size, int) else max(t.min_size)
+    h, w = resized_size(image.shape[:2], short, t.max_size)
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def draw_cam_heatmaps(profile: str) -> dict[str, Any]:
+    """Kedro node: ``figures/cam_heatmaps.png``: image | cls baseline | cls SpatialFlow | stuff baseline |
+    stuff SpatialFlow, per val image (paper Figure 4)."""
+    from spatialflow.engine.trainer import load_trained_model
+
+    path = FIGURES_DIR / "cam_heatmaps.png"
+    compared = _compared_rows(profile)
+    checkpoints = compared and [final_model_path(r) for r in compared[1:3]]
+    if not compared or not all(checkpoints):
+        atomic_save_image(path, placeholder(f"CAM heat-maps: not run in profile {profile}"))
+        return {"profile": profile, "rows": None}
+    dataset, baseline, spatialflow, split = compared
+    loaded = [load_trained_model(p) for p in checkpoints]
+    gt = load_segmentation(split["json"], split["png_dir"])
+    first = sorted(gt, key=str)[:NUM_IMAGES]
+    images = [_eval_image(read_image(Path(split["image_dir"]) / gt[i]["image"]["file_name"]), loaded[0][1])
+              for i in first]
+    rows = cam_rows([model for model, _, _ in loaded], images)
+    titles = ["image", "cls: baseline", "cls: SpatialFlow", "stuff: baseline", "stuff: SpatialFlow"]
+    atomic_save_image(path, image_grid(rows, titles))
+    return {"profile": profile, "dataset": dataset, "rows": [baseline, spatialflow], "images": len(rows)}
+

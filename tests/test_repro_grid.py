@@ -1,0 +1,105 @@
+"""The experiment grid is one thing: params.yaml rows == DVC stages == Kedro namespaces."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from dvc.repo import Repo
+
+from spatialflow.errors import ConfigError
+from spatialflow_repro.pipelines.registry import build_pipelines
+from spatialflow_repro.pipelines.train.nodes import select_lambda, summarise
+from spatialflow_repro.rows import describe_row, row_lambda, testdev_rows, trained_rows
+
+
+@pytest.fixture(scope="module")
+def params(repo_root) -> dict:
+    return yaml.safe_load((repo_root / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def stages(repo_root) -> dict:
+    with Repo(str(repo_root)) as repo:
+        return {stage.addressing: stage for stage in repo.index.stages}
+
+
+def _suffixes(stages: dict, group: str) -> set[str]:
+    return {name.split("@", 1)[1] for name in stages if name.startswith(f"{group}@")}
+
+
+def test_dvc_stages_are_the_rows_of_params_yaml(params, stages):
+    assert _suffixes(stages, "table1") == set(params["lambda_rows"])
+    assert _suffixes(stages, "train") == set(params["rows"])
+    assert _suffixes(stages, "train_pretrained") == set(params["pretrained_rows"])
+    assert _suffixes(stages, "evaluate_testdev") == set(params["testdev_rows"])
+    assert len(trained_rows(params)) == 8 + 17 + 1  # Table 1, Tables 2-7 (shared rows once), Table 7 -COCO
+
+
+def test_kedro_namespaces_are_the_rows_of_params_yaml(params):
+    pipelines = build_pipelines(params)
+    train_namespaces = {n.namespace for n in pipelines["train"].nodes}
+    assert train_namespaces == set(trained_rows(params))
+    assert {n.namespace for n in pipelines["evaluate"].nodes} == set(testdev_rows(params))
+
+
+def test_lambda_search_and_tables_read_only_row_metrics(params, stages):
+    """Each row writes data/08_reporting/metrics/<split>/<row>.json; the lambda search depends on Table 1's
+    folder only (so it cannot depend on the rows that use its result), the tables on all metrics."""
+    deps = {str(d.def_path) for d in stages["select_lambda"].deps} - {"params.yaml"}
+    assert deps == {"data/08_reporting/metrics/lambda"}
+    for row in params["lambda_rows"]:
+        assert f"data/08_reporting/metrics/lambda/{row}.json" in {str(o.def_path) for o in stages[f"table1@{row}"].outs}
+    for row in params["rows"]:
+        assert f"data/08_reporting/metrics/val/{row}.json" in {str(o.def_path) for o in stages[f"train@{row}"].outs}
+    table_deps = {str(d.def_path) for d in stages["tables"].deps}
+    assert {"data/08_reporting/metrics", "data/08_reporting/lambda_search.json"} <= table_deps
+    assert not any(dep.startswith(("data/06_models", "data/07_model_output")) for dep in table_deps)
+
+
+def test_row_lambda_sources():
+    tiny = {"name": "tiny", "lambda": "search"}
+    coco = {"name": "coco", "lambda": 0.25}
+    assert row_lambda({"lambda": 1.0}, tiny, selected=0.4) == (1.0, "row")
+    assert row_lambda({"lambda": "search"}, tiny, selected=0.4) == (0.4, "lambda search (Table 1)")
+    assert row_lambda({"lambda": "search"}, coco, selected=0.4) == (0.25, "profile")  # pinned: search ignored
+    with pytest.raises(ConfigError, match="has not selected"):
+        row_lambda({"lambda": "search"}, tiny, selected=None)
+
+
+def _metrics(row: str, lam: float, pq: float, pq_st: float) -> dict:
+    return {"row": row, "lambda": lam, "summary": {"pq": pq, "pq_th": 2 * pq - pq_st, "pq_st": pq_st}}
+
+
+def test_select_lambda_picks_best_pq_and_writes_one_file_per_later_row(params):
+    search, per_row = select_lambda(
+        params,
+        _metrics("t1_lambda_1_00", 1.0, 30.0, 20.0),
+        _metrics("t1_lambda_0_50", 0.5, 35.0, 21.0),
+        _metrics("t1_lambda_0_25", 0.25, 35.0, 22.0),  # ties on PQ with 0.5: larger PQ_st wins
+        {"row": "t1_lambda_0_10", "skipped": "not run"},
+    )
+    assert search["selected_lambda"] == 0.25 and search["selected_row"] == "t1_lambda_0_25"
+    assert [c["row"] for c in search["candidates"]] == ["t1_lambda_1_00", "t1_lambda_0_50", "t1_lambda_0_25"]
+    assert set(per_row) == set(params["rows"]) | set(params["pretrained_rows"])
+    assert per_row["t2_baseline"] == {"lambda": 0.25, "source": "lambda search (Table 1)"}
+    assert per_row["t3_baseline"] == {"lambda": 1.0, "source": "row"}
+
+
+def test_summarise_mean_and_sample_std_over_seeds():
+    def seed(pq):
+        part = {"pq": pq, "sq": 80.0, "rq": pq / 0.8}
+        return {"metrics": {"All": part, "Things": part, "Stuff": part}}
+
+    mean, std = summarise([seed(40.0), seed(42.0), seed(44.0)])
+    assert mean["pq"] == pytest.approx(42.0) and std["pq"] == pytest.approx(2.0)  # sqrt((4+0+4)/2)
+    assert mean["sq"] == 80.0 and std["sq"] == 0.0
+    assert summarise([{"metrics": None}]) == (None, None)
+
+
+def test_describe_row_says_what_it_stands_for(params):
+    profile = {**params["profiles"]["tiny"], "name": "tiny"}
+    text = describe_row(params["rows"]["t4_r101_800"], profile)
+    depth, (short, longest) = params["profiles"]["tiny"]["backbones"]["R101"], params["profiles"]["tiny"]["sizes"]["800"]
+    length = params["profiles"]["tiny"]["schedule"]["coco"]["length"]
+    assert text == (f"ResNet-{depth}, shorter side {short} px (max {longest}), shapes-coco, {length} iterations"
+                    " -- stands for ResNet-101 @ 800 px on COCO")

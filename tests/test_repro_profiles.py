@@ -1,0 +1,123 @@
+"""The real profiles carry the paper's hyper-parameters exactly, as stated in the reference document.
+
+Each expected value is read out of ``spatialflow_repro/reference/spatialflow-reference.md`` (a copy of the
+project's reference) by the sentence that states it, so the test fails if either side drifts.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from spatialflow_repro.rows import active_profile, experiment_config, trained_rows
+
+
+@pytest.fixture(scope="module")
+def reference(repo_root) -> str:
+    return (repo_root / "src/spatialflow_repro/reference/spatialflow-reference.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def params(repo_root) -> dict:
+    return yaml.safe_load((repo_root / "params.yaml").read_text())
+
+
+def _find(pattern: str, text: str) -> re.Match:
+    match = re.search(pattern, text)
+    assert match, f"reference no longer states {pattern!r}"
+    return match
+
+
+def test_coco_schedule_matches_reference(params, reference):
+    m = _find(r"COCO: lr ([\d.e-]+), (\d+) epochs, /10 at epochs (\d+) and (\d+), linear warm-up (\d+) iters "
+              r"from ratio (\d+\.\d+)", reference)
+    schedule = params["profiles"]["coco"]["schedule"]["coco"]
+    assert schedule["lr"] == float(m.group(1)) == 0.005
+    assert schedule["unit"] == "epoch" and schedule["length"] == int(m.group(2)) == 20
+    assert schedule["decay_steps"] == [int(m.group(3)), int(m.group(4))] == [16, 19]
+    assert schedule["warmup_iters"] == int(m.group(5)) == 500
+    assert schedule["warmup_ratio"] == float(m.group(6)) == 0.001
+    m = _find(r"SGD momentum ([\d.]+), weight decay ([\d.e-]+); batch (\d+) images", reference)
+    assert schedule["momentum"] == float(m.group(1)) and schedule["weight_decay"] == float(m.group(2))
+    assert schedule["batch_size"] == int(m.group(3)) == 8
+
+
+def test_cityscapes_schedule_matches_reference(params, reference):
+    m = _find(r"Cityscapes: lr ([\d.e-]+), (\d+) epochs, /10 at (\d+) and (\d+); (\d+)x(\d+) crops after "
+              r"random scale (\d+\.\d+)-(\d+\.\d+)", reference)
+    schedule = params["profiles"]["cityscapes"]["schedule"]["cityscapes"]
+    assert schedule["lr"] == float(m.group(1)) == 0.0125
+    assert schedule["length"] == int(m.group(2)) == 176 and schedule["unit"] == "epoch"
+    assert schedule["decay_steps"] == [int(m.group(3)), int(m.group(4))]
+    assert schedule["scale_crop"] == {"crop": [int(m.group(5)), int(m.group(6))],
+                                      "scale": [float(m.group(7)), float(m.group(8))]}
+    assert schedule["batch_size"] == 8 and schedule["warmup_iters"] == 500
+
+
+def test_coco_image_sizes_and_lambda(params, reference):
+    m = _find(r"shorter side (\d+) \(max (\d+)\) or (\d+) \(max (\d+)\)", reference)
+    sizes = params["profiles"]["coco"]["sizes"]
+    assert sizes["600"] == [int(m.group(1)), int(m.group(2))] == [600, 1000]
+    assert sizes["800"] == [int(m.group(3)), int(m.group(4))] == [800, 1333]
+    m = _find(r"lambda = ([\d.]+) on COCO \(Table 1 search\), ([\d.]+) on Cityscapes", reference)
+    assert params["profiles"]["coco"]["lambda"] == float(m.group(1)) == 0.25
+    assert params["profiles"]["cityscapes"]["lambda"] == float(m.group(2)) == 1.0
+    assert all(row["lambda"] == 1.0 for name, row in params["rows"].items() if name.startswith("t3_"))
+
+
+@pytest.mark.parametrize("profile", ["coco", "cityscapes"])
+def test_detection_settings_match_reference(params, reference, profile):
+    m = _find(r"Detection: score > ([\d.]+), up to (\d+) candidates per level, per-class NMS IoU ([\d.]+), "
+              r"top-(\d+) boxes", reference)
+    det = params["profiles"][profile]["detection"]
+    assert det == {"score_thresh": float(m.group(1)), "pre_nms_topk": int(m.group(2)),
+                   "nms_thresh": float(m.group(3)), "train_nms_thresh": 0.4, "max_detections": int(m.group(4))}
+    assert det["nms_thresh"] == 0.4 and det["max_detections"] == 100
+    _find(r"NMS IoU \*\*0\.4\*\*", reference)  # the mask-head proposals (train NMS)
+
+
+def test_merge_thresholds_match_reference(params, reference):
+    conf = _find(r"confidence threshold \(COCO ([\d.]+); Cityscapes ([\d.]+)\)", reference)
+    overlap = _find(r"overlap threshold \(COCO ([\d.]+); Cityscapes ([\d.]+)\)", reference)
+    area = _find(r"stuff area limit\s+\(COCO (\d+); Cityscapes (\d+)\)", reference)
+    coco = params["profiles"]["coco"]["merge"]["coco"]
+    city = params["profiles"]["cityscapes"]["merge"]["cityscapes"]
+    assert coco == {"score_threshold": float(conf.group(1)), "overlap_threshold": float(overlap.group(1)),
+                    "stuff_area_limit": int(area.group(1))} == {"score_threshold": 0.37, "overlap_threshold": 0.37,
+                                                                "stuff_area_limit": 4900}
+    assert city == {"score_threshold": float(conf.group(2)), "overlap_threshold": float(overlap.group(2)),
+                    "stuff_area_limit": int(area.group(2))}
+
+
+def test_tta_scales_and_finetune_recipe_match_reference(params, reference):
+    m = _find(r"scales COCO \((\d+),(\d+)\), \((\d+),(\d+)\), \((\d+),(\d+)\)", reference)
+    longs, shorts = [int(m.group(i)) for i in (1, 3, 5)], [int(m.group(i)) for i in (2, 4, 6)]
+    assert params["profiles"]["coco"]["tta"]["coco"] == {"scales": [list(p) for p in zip(shorts, longs)], "flip": True}
+    scales = re.findall(r"\((\d+),(\d+)\)", _find(r"Cityscapes (\(\d+,\d+\)(, )?)+", reference).group(0))
+    assert params["profiles"]["cityscapes"]["tta"]["cityscapes"]["scales"] == [[int(s), int(l)] for l, s in scales]
+    m = _find(r"fine-tune only class-dependent layers for (\d+) epochs at lr ([\d.e-]+)", reference)
+    assert params["profiles"]["cityscapes"]["finetune_from_coco"] == {"length": int(m.group(1)), "lr": float(m.group(2))}
+
+
+def test_real_profiles_use_paper_backbones_and_channels(params):
+    for name in ("coco", "cityscapes"):
+        profile = params["profiles"][name]
+        assert profile["backbones"] == {"R50": 50, "R101": 101}
+        assert profile["model"]["fpn_channels"] == 256 and profile["model"]["pretrained_backbone"] is True
+
+
+def test_a_coco_row_resolves_to_the_paper_recipe(params):
+    """t4_r101_800 in the coco profile: ResNet-101, 800/1333, lambda 0.25 pinned, the COCO schedule."""
+    coco_params = dict(params, profile="coco")
+    manifest = {"coco": {"splits": {"train": {"json": "t.json", "png_dir": "t", "image_dir": "ti"},
+                                    "val": {"json": "v.json", "png_dir": "v", "image_dir": "vi"}},
+                         "num_things": 80, "num_stuff": 53}}
+    row = trained_rows(coco_params)["t4_r101_800"]
+    cfg = experiment_config("t4_r101_800", row, coco_params, manifest, stuff_lambda=0.25, seed=0)
+    assert cfg["model"]["depth"] == 101 and cfg["model"]["num_things"] == 80 and cfg["model"]["num_stuff"] == 53
+    assert cfg["model"]["stuff_lambda"] == 0.25 and cfg["model"]["preset"] == "spatialflow"
+    assert cfg["data"]["transforms"]["min_size"] == 800 and cfg["data"]["transforms"]["max_size"] == 1333
+    assert cfg["train"]["lr"] == 0.005 and cfg["train"]["batch_size"] == 8 and cfg["train"]["device"] == "cuda"
+    assert active_profile(coco_params)["lambda"] == 0.25

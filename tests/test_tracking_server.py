@@ -1,0 +1,129 @@
+"""MLflow for real: a local `mlflow server`, a tiny training row logged to it and read back; then an
+outage in the middle of a run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from spatialflow.engine.trainer import Callback, train
+from spatialflow_repro import tracking
+from test_engine_toy import toy_config, toy_factories
+
+MLFLOW = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "mlflow"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mlflow server` on 127.0.0.1 with a SQLite store; start() waits for /health."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port, self.proc = folder, _free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{self.folder}/m.db",
+               "--artifacts-destination", str(self.folder / "art")]
+        log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not start: {(self.folder / 'server.log').read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its uvicorn worker (our own group)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = Server(tmp_path)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.slow
+def test_training_row_is_logged_and_read_back(server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    png = tmp_path / "pred_0001.png"
+    png.write_bytes(b"\x89PNG fake bytes for the artifact test")
+    cfg = toy_config(tmp_path / "run", length=20, log_every=5)
+    tags = {"table": "table2", "row": "spatialflow", "profile": "tiny", "dvc_stage": "train@table2-spatialflow"}
+    with tracking.MlflowCallback("engine-test", "table2/spatialflow", tags=tags, tracking_uri=server.uri) as tracker:
+        result = train(cfg, [tracker], **toy_factories())
+        pq = {"All": {"pq": 40.9, "sq": 80.0, "rq": 51.1, "n": 3}, "Things": {"pq": 46.8, "sq": 81.0, "rq": 57.8,
+              "n": 2}, "Stuff": {"pq": 31.9, "sq": 78.0, "rq": 40.9, "n": 1}}
+        tracker.log_row_results(pq, artifacts=[png], timing={"eval_seconds": 1.5})
+
+    client = MlflowClient(tracking_uri=server.uri)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED"
+    for key, value in {**tags, "seed": "3"}.items():
+        assert run.data.tags[key] == value
+    assert len(run.data.tags["git_commit"]) in (40, 7) or run.data.tags["git_commit"] == "unknown"
+    params = run.data.params
+    assert params["train.lr"] == "0.1" and params["train.batch_size"] == "2" and params["model.preset"] == "toy"
+    history = client.get_metric_history(tracker.run_id, "loss/total")
+    assert [m.step for m in history] == [5, 10, 15, 20]
+    lr = {m.step: m.value for m in client.get_metric_history(tracker.run_id, "lr")}
+    # lr used by iteration 5 (index 4): 0.1 * (0.1 + 0.9 * 4/5) = 0.082; after decay at 15: 0.01
+    assert lr[5] == pytest.approx(0.082) and lr[10] == pytest.approx(0.1) and lr[20] == pytest.approx(0.01)
+    assert run.data.metrics["pq_all"] == 40.9 and run.data.metrics["pq_stuff"] == 31.9
+    assert run.data.metrics["iterations"] == 20 and run.data.metrics["iterations_per_second"] > 0
+    assert run.data.metrics["train_seconds"] == pytest.approx(result.seconds)
+    top = sorted(a.path for a in client.list_artifacts(tracker.run_id))
+    assert top == ["config.yaml", "results"]
+    assert sorted(a.path for a in client.list_artifacts(tracker.run_id, "results")) == [
+        "results/metrics.json", "results/pred_0001.png"]
+    config_copy = client.download_artifacts(tracker.run_id, "config.yaml", str(tmp_path / "dl"))
+    assert "lr: 0.1" in Path(config_copy).read_text()
+
+
+@pytest.mark.slow
+def test_server_outage_mid_run_loses_nothing(server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    class StopServerAt(Callback):
+        def on_log(self, iteration, metrics):
+            if iteration == 5:
+                server.stop()
+
+    cfg = toy_config(tmp_path / "run", length=20, log_every=5)
+    tracker = tracking.MlflowCallback("engine-test", "outage", tracking_uri=server.uri, close_retries=1)
+    with pytest.warns(UserWarning, match="MLflow tracking at .* failed"):
+        # StopServerAt runs first: the step-5 logs already meet a dead server
+        result = train(cfg, [StopServerAt(), tracker], **toy_factories())
+    assert result.iterations == 20 and (tmp_path / "run" / "model_final.pt").is_file()
+
+    server.start()  # back (same store, same port)
+    assert tracker.close() is None  # everything buffered went through
+    client = MlflowClient(tracking_uri=server.uri)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "loss/total")] == [5, 10, 15, 20]
+    assert run.data.params["train.length"] == "20"
+    assert run.data.metrics["iterations"] == 20
