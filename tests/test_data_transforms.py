@@ -118,3 +118,17 @@ def test_pad_images_and_label_maps():
     assert maps.shape == (2, 64, 32)
     assert maps[0, :5, :7].eq(0).all() and maps[0].eq(255).sum() == 64 * 32 - 35
     assert maps[1, :33, :2].eq(1).all() and maps[1].eq(255).sum() == 64 * 32 - 66
+
+
+def test_images_without_things_pass_every_transform():
+    """An image with no thing instances (N = 0) keeps empty targets and a resized stuff map."""
+    image, target = make_sample()
+    empty = {**target, "boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64),
+             "masks": torch.zeros((0, 4, 6), dtype=torch.uint8), "iscrowd": torch.zeros(0, dtype=torch.bool)}
+    random.seed(0)
+    for transform in (ResizeShorterSide(8, 100), RandomHorizontalFlip(1.0), RandomScaleCrop((0.5, 2.0), (4, 4))):
+        out_image, out = transform(image, dict(empty))
+        assert out["masks"].shape[0] == 0 and out["boxes"].shape == (0, 4) and out["labels"].numel() == 0
+        assert out["stuff"].shape == out_image.shape[-2:]
+    _, resized = ResizeShorterSide(8, 100)(image, dict(empty))
+    assert resized["stuff"].shape == (8, 12)  # 4 x 6 -> shorter side 8 (scale 2)

@@ -13,6 +13,9 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from PIL import Image
 
+from spatialflow.engine.checkpoint import save_checkpoint
+from spatialflow.engine.config import DataConfig, ExperimentConfig, TransformConfig, experiment_to_dict
+from spatialflow.engine.trainer import default_model
 from spatialflow.models.config import model_config
 from spatialflow.models.spatialflow import SpatialFlow
 from spatialflow_repro.pipelines.figures import create_pipeline
@@ -24,17 +27,20 @@ GT_SPLIT = {"json": str(SAMPLE / "panoptic_val2017_sample.json"), "png_dir": str
             "image_dir": str(SAMPLE / "images")}
 
 
-def write_row(root: Path, row: str, pq: float, pq_th: float, pq_st: float, predictions: str | None = None) -> None:
+def write_row(metrics_dir: Path, kind: str, row: str, pq: float, pq_th: float, pq_st: float,
+              predictions: str | None = None) -> None:
+    """<metrics_dir>/<kind>/<row>.json as the train pipeline writes it."""
     metrics = {"All": {"pq": pq, "sq": 70.0, "rq": 50.0}, "Things": {"pq": pq_th}, "Stuff": {"pq": pq_st}}
     entry = {"seed": 0, "mlflow_run_id": "r", "metrics": metrics, "predictions": predictions}
-    (root / row).mkdir(parents=True, exist_ok=True)
-    (root / row / "metrics.json").write_text(json.dumps(
-        {"row": row, "profile": "tiny", "ran": "x", "has_ground_truth": True, "seeds": [0], "per_seed": [entry]}))
+    (metrics_dir / kind).mkdir(parents=True, exist_ok=True)
+    (metrics_dir / kind / f"{row}.json").write_text(json.dumps(
+        {"row": row, "profile": "tiny", "dataset": "coco", "ran": "x", "has_ground_truth": True, "seeds": [0],
+         "per_seed": [entry]}))
 
 
 def test_lambda_curve_points_csv_and_png(tmp_path: Path) -> None:
-    write_row(tmp_path, "t1_lambda_0_25", 30.0, 35.5, 20.25)
-    write_row(tmp_path, "t1_lambda_1_00", 28.0, 31.0, 24.0)
+    write_row(tmp_path, "lambda", "t1_lambda_0_25", 30.0, 35.5, 20.25)
+    write_row(tmp_path, "lambda", "t1_lambda_1_00", 28.0, 31.0, 24.0)
     table1 = build_table(1, load_paper_tables(), "tiny", tmp_path, selected_lambda=0.25)
     points = nodes.lambda_curve_points(table1)
     # only the two rows that ran, by ascending lambda (the paper lists 1.0 first)
@@ -111,31 +117,57 @@ def test_cam_rows_compare_baseline_and_spatialflow() -> None:
 
 
 def _copy_predictions(dest: Path) -> str:
-    dest.mkdir(parents=True)
-    shutil.copy(GT_SPLIT["json"], dest / "panoptic.json")
+    """The GT sample as a seed's val predictions (panoptic_pred.json + panoptic_pred/)."""
+    (dest / "panoptic_pred").mkdir(parents=True)
+    shutil.copy(GT_SPLIT["json"], dest / "panoptic_pred.json")
     for png in Path(GT_SPLIT["png_dir"]).iterdir():
-        shutil.copy(png, dest / png.name)
+        shutil.copy(png, dest / "panoptic_pred" / png.name)
     return str(dest)
+
+
+def _save_tiny_checkpoint(path: Path, preset: str) -> None:
+    categories = json.loads(Path(GT_SPLIT["json"]).read_text())["categories"]
+    cfg = ExperimentConfig(model={"preset": preset, "depth": 18, "fpn_channels": 32, "stuff_channels": 32,
+                                  "mask_channels": 32},
+                           data=DataConfig(transforms=TransformConfig(min_size=48, max_size=64)))
+    torch.manual_seed(0)
+    model = default_model(cfg, categories)
+    save_checkpoint(path, {"model": model.state_dict(), "config": experiment_to_dict(cfg), "categories": categories})
+
+
+FIGURES = {"baseline_row": "t2_baseline", "spatialflow_row": "t2_spatialflow", "num_images": 4}
 
 
 def test_figures_pipeline_with_and_without_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     pipeline = create_pipeline()
-    SequentialRunner().run(pipeline, DataCatalog({"params:profile": MemoryDataset("tiny")}))
-    figures = tmp_path / "data" / "08_reporting" / "figures"
+    catalog = DataCatalog({"params:profile": MemoryDataset("tiny"), "params:figures": MemoryDataset(FIGURES)})
+    SequentialRunner().run(pipeline, catalog)
+    reporting = tmp_path / "data" / "08_reporting"
+    figures = reporting / "figures"
     assert sorted(p.name for p in figures.iterdir()) == [
-        "cam_heatmaps.png", "lambda_curve.csv", "lambda_curve.png", "panoptic_overlays.png"]
-    assert (figures / "lambda_curve.csv").read_text() == "lambda,pq,pq_th,pq_st\n"
+        "cam_heatmaps.png", "lambda_curve.png", "panoptic_overlays.png"]
+    assert (reporting / "lambda_curve.csv").read_text() == "lambda,pq,pq_th,pq_st\n"
     with Image.open(figures / "panoptic_overlays.png") as img:
         assert img.size == (400, 60)  # the "not run in profile tiny" placeholder
 
-    out = tmp_path / "data" / "07_model_output"
-    for row in ("t2_baseline", "t2_spatialflow"):
-        write_row(out, row, 30.0, 30.0, 30.0, _copy_predictions(out / row / "val_predictions" / "seed0"))
+    for row, preset in (("t2_baseline", "baseline"), ("t2_spatialflow", "spatialflow")):
+        predictions = _copy_predictions(tmp_path / "data" / "07_model_output" / row / "val_predictions" / "seed0")
+        write_row(reporting / "metrics", "val", row, 30.0, 30.0, 30.0, predictions)
+        final = tmp_path / "data" / "06_models" / row / "model_final.pt"
+        _save_tiny_checkpoint(final, preset)
+        (final.parent / "training.json").write_text(json.dumps({"seeds": [{"seed": 0, "final_model": str(final)}]}))
     manifest = tmp_path / "data" / "03_primary" / "datasets.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_text(json.dumps({"profile": "tiny", "coco": {"splits": {"val": GT_SPLIT}}}))
-    result = nodes.draw_panoptic_overlays("tiny")
-    assert result["rows"] == ["t2_baseline", "t2_spatialflow"] and result["images"] == 2
+
+    result = nodes.draw_panoptic_overlays("tiny", FIGURES)
+    assert result["rows"] == ["t2_baseline", "t2_spatialflow"] and result["images"] == 2  # the sample has 2
     with Image.open(figures / "panoptic_overlays.png") as img:
         assert img.size == (532, 218)  # 4 columns x 2 images
+    result = nodes.draw_cam_heatmaps("tiny", FIGURES)
+    assert result["images"] == 2
+    with Image.open(figures / "cam_heatmaps.png") as img:
+        assert img.size == (5 * 128 + 6 * 4, 218)  # 5 columns x 2 images
+    # another profile's figures: the same files say "not run"
+    assert nodes.draw_cam_heatmaps("coco", FIGURES)["rows"] is None

@@ -49,11 +49,11 @@ def test_tiny_spatialflow_learns_synthetic_panoptic_scenes(tmp_path):
     for _ in range(STEPS):
         model.train()
         losses = model(list(images), list(targets))
-        assert all(math.isfinite(float(v)) for v in losses.values()), losses
+        assert all(math.isfinite(v.item()) for v in losses.values()), losses
         optimizer.zero_grad()
         losses["total"].backward()
         optimizer.step()
-        first = first or {k: float(v) for k, v in losses.items()}
-        last = {k: float(v) for k, v in losses.items()}
+        first = first or {k: v.item() for k, v in losses.items()}
+        last = {k: v.item() for k, v in losses.items()}
     assert all(last[k] < first[k] for k in ("cls", "reg", "mask", "stuff", "total")), (first, last)
     assert panoptic_quality() >= pq_start + MIN_PQ_GAIN

@@ -22,11 +22,12 @@ def seed_entry(seed: int, run_id: str, pq: float, pq_th: float, pq_st: float,
 
 
 def write_metrics(root: Path, row: str, per_seed: list[dict], profile: str = "tiny",
-                  name: str = "metrics.json", **extra) -> None:
+                  kind: str = "val", **extra) -> None:
+    """<root>/<kind>/<row>.json as the train / evaluate pipelines write it."""
     data = {"row": row, "profile": profile, "ran": RAN, "has_ground_truth": True,
             "seeds": [s["seed"] for s in per_seed], "per_seed": per_seed, **extra}
-    (root / row).mkdir(parents=True, exist_ok=True)
-    (root / row / name).write_text(json.dumps(data), encoding="utf-8")
+    (root / kind).mkdir(parents=True, exist_ok=True)
+    (root / kind / f"{row}.json").write_text(json.dumps(data), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,8 @@ def test_table2_markdown_is_exact(tmp_path: Path, paper: dict) -> None:
     write_metrics(tmp_path, "t2_subnets", [seed_entry(0, "run-b", 40.0, 46.0, 31.0),
                                             seed_entry(1, "run-c", 42.0, 47.0, 31.0)])
     write_metrics(tmp_path, "t2_reg_cls", [seed_entry(0, "run-x", 1.0, 1.0, 1.0)], profile="coco")
-    (tmp_path / "t2_reg_stuff").mkdir()  # what the train pipeline writes for a row its profile skips
-    (tmp_path / "t2_reg_stuff" / "metrics.json").write_text(json.dumps(
+    # what the train pipeline writes for a row its profile skips
+    (tmp_path / "val" / "t2_reg_stuff.json").write_text(json.dumps(
         {"row": "t2_reg_stuff", "profile": "tiny", "tables": [2], "skipped": "not run in profile tiny (...)"}))
     table = nodes.build_table(2, paper, "tiny", tmp_path)
     # baseline: 41.25 -> "41.2" (exact binary half, rounds to even); diff 41.2 - 39.7 = +1.5;
@@ -97,8 +98,8 @@ def test_table4_maps_r50_800_to_the_table2_spatialflow_row(tmp_path: Path, paper
 
 def test_published_peer_rows_and_test_dev_submission(tmp_path: Path, paper: dict) -> None:
     write_metrics(tmp_path, "t4_r101_600", [seed_entry(0, "r6", 30.0, 35.0, 20.0, sq=71.0, rq=40.0)],
-                  name="testdev_metrics.json")
-    write_metrics(tmp_path, "t4_r101_800", [{"seed": 0, "mlflow_run_id": "r8"}], name="testdev_metrics.json",
+                  kind="testdev")
+    write_metrics(tmp_path, "t4_r101_800", [{"seed": 0, "mlflow_run_id": "r8"}], kind="testdev",
                   has_ground_truth=False, summary=None, submission="data/07_model_output/t4_r101_800/sub.zip")
     table = nodes.build_table(5, paper, "tiny", tmp_path)
     lines = nodes.render_markdown(table).splitlines()
@@ -128,7 +129,7 @@ def test_table7_peer_rows_and_missing_rows(tmp_path: Path, paper: dict) -> None:
 
 
 def test_table1_marks_selected_lambda_and_writes_csv(tmp_path: Path, paper: dict) -> None:
-    write_metrics(tmp_path, "t1_lambda_0_25", [seed_entry(0, "l25", 39.31, 45.0, 30.5)])
+    write_metrics(tmp_path, "t1_lambda_0_25", [seed_entry(0, "l25", 39.31, 45.0, 30.5)], kind="lambda")
     search = tmp_path / "lambda_search.json"
     search.write_text(json.dumps({"selected_lambda": 0.25, "metric": "pq", "candidates": []}))
     summary = nodes.build_summary("tiny", paper, tmp_path, search)
@@ -136,13 +137,15 @@ def test_table1_marks_selected_lambda_and_writes_csv(tmp_path: Path, paper: dict
     assert [r["selected"] for r in table["rows"]] == [False] * 5 + [True, False, False]
     md = nodes.render_markdown(table)
     # 39.31 -> "39.3", 39.3 - 39.3 = +0.0 (never "-0.0")
-    assert f"| 0.25 (selected) | t1_lambda_0_25 | 39.3 | 45.0 | 30.5 | 39.3 | 45.1 | 30.5 | +0.0 | -0.1 | +0.0 | {RAN} | l25 |" in md
+    assert (f"| 0.25 (selected) | t1_lambda_0_25 | 39.3 | 45.0 | 30.5 | 39.3 | 45.1 | 30.5 | +0.0 | -0.1 | +0.0 "
+            f"| {RAN} | l25 |") in md
     assert md.endswith("Selected λ (best PQ on val): 0.25.\n")
     csv_lines = nodes.render_csv(table).splitlines()
     assert csv_lines[0] == ("lambda,row,status,note,selected,pq,pq_std,paper_pq,diff_pq,pq_th,pq_th_std,paper_pq_th,"
                             "diff_pq_th,pq_st,pq_st_std,paper_pq_st,diff_pq_st,ran,mlflow_run_ids")
     # diff 39.31 - 39.3 = 0.01; 45.0 - 45.1 = -0.1; 30.5 - 30.5 = 0.0
-    assert csv_lines[6] == f"0.25,t1_lambda_0_25,reproduced,,true,39.31,,39.3,0.01,45.0,,45.1,-0.1,30.5,,30.5,0.0,{RAN},l25"
+    assert csv_lines[6] == ("0.25,t1_lambda_0_25,reproduced,,true,39.31,,39.3,0.01,45.0,,45.1,-0.1,30.5,,30.5,0.0,"
+                            f"{RAN},l25")
     assert csv_lines[1] == "1.0,t1_lambda_1_00,not_run,not run in profile tiny,false,,,37.5,,,,41.8,,,,30.9,,,"
 
 
@@ -154,12 +157,13 @@ def test_latex_uses_booktabs_and_escapes(tmp_path: Path, paper: dict) -> None:
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert (r"+ stuff + mask sub-net & 41.0 $\pm$ 1.4 & 46.5 $\pm$ 0.7 & 31.0 $\pm$ 0.0 & 40.3 & 46.2 & 31.4"
             r" & +0.7 & +0.3 & -0.4 \\") in tex
-    assert r"baseline & \multicolumn{3}{c}{\emph{not run in profile my\_profile}} & 39.7 & 46.0 & 30.2 &  &  &  \\" in tex
+    assert (r"baseline & \multicolumn{3}{c}{\emph{not run in profile my\_profile}} & 39.7 & 46.0 & 30.2"
+            r" &  &  &  \\") in tex
     assert nodes.latex_escape("a_b & 50% #1 {x}") == r"a\_b \& 50\% \#1 \{x\}"
 
 
 def test_write_tables_is_byte_identical_on_rerun(tmp_path: Path, paper: dict) -> None:
-    metrics_dir = tmp_path / "model_output"
+    metrics_dir = tmp_path / "metrics"
     write_metrics(metrics_dir, "t2_baseline", [seed_entry(0, "a", 41.0, 45.0, 30.0)])
     out = tmp_path / "tables"
     nodes.write_tables(nodes.build_summary("tiny", paper, metrics_dir, tmp_path / "absent.json"), out, paper)
@@ -178,13 +182,13 @@ def test_write_tables_is_byte_identical_on_rerun(tmp_path: Path, paper: dict) ->
 
 
 def test_bad_metrics_file_names_the_file(tmp_path: Path, paper: dict) -> None:
-    (tmp_path / "t2_baseline").mkdir()
-    bad = tmp_path / "t2_baseline" / "metrics.json"
+    (tmp_path / "val").mkdir()
+    bad = tmp_path / "val" / "t2_baseline.json"
     bad.write_text("{not json")
-    with pytest.raises(DataError, match="t2_baseline/metrics.json: not valid JSON"):
+    with pytest.raises(DataError, match="val/t2_baseline.json: not valid JSON"):
         nodes.build_table(2, paper, "tiny", tmp_path)
     bad.write_text(json.dumps({"profile": "tiny", "per_seed": [{"seed": 0, "metrics": {"All": {}}}]}))
-    with pytest.raises(DataError, match="metrics.json: per_seed entry of seed 0 lacks"):
+    with pytest.raises(DataError, match="t2_baseline.json: per_seed entry of seed 0 lacks"):
         nodes.build_table(2, paper, "tiny", tmp_path)
 
 

@@ -24,21 +24,23 @@ def test_results_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     client.log_metric(run.info.run_id, "pq_all", 41.0)
     client.set_terminated(run.info.run_id)
 
-    row = tmp_path / "model_output" / "t2_baseline"
-    row.mkdir(parents=True)
+    val = tmp_path / "metrics" / "val"
+    val.mkdir(parents=True)
     metrics = {"All": {"pq": 41.0, "sq": 70.0, "rq": 55.0}, "Things": {"pq": 45.0}, "Stuff": {"pq": 30.0}}
-    row.joinpath("metrics.json").write_text(json.dumps({
+    val.joinpath("t2_baseline.json").write_text(json.dumps({
         "profile": "tiny", "ran": "tiny", "seeds": [0],
         "per_seed": [{"seed": 0, "mlflow_run_id": run.info.run_id, "metrics": metrics}]}))
     tables = tmp_path / "tables"
-    summary = nodes.build_summary("tiny", None, tmp_path / "model_output", tmp_path / "none.json")
+    summary = nodes.build_summary("tiny", None, tmp_path / "metrics", tmp_path / "none.json")
     nodes.write_tables(summary, tables)
 
     monkeypatch.setenv("SPATIALFLOW_TABLES_DIR", str(tables))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    client = NotebookClient(notebook, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
 
     text = "\n".join(
         out.get("text", "") + json.dumps(out.get("data", {}))

@@ -14,10 +14,10 @@ from spatialflow_repro.pipelines.tables import create_pipeline
 
 def test_kedro_run_writes_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the nodes use Kedro's data/ layout relative to the project root
-    row = tmp_path / "data" / "07_model_output" / "t2_baseline"
-    row.mkdir(parents=True)
+    metrics_dir = tmp_path / "data" / "08_reporting" / "metrics" / "val"
+    metrics_dir.mkdir(parents=True)
     metrics = {"All": {"pq": 10.0, "sq": 60.0, "rq": 16.0}, "Things": {"pq": 12.0}, "Stuff": {"pq": 7.0}}
-    row.joinpath("metrics.json").write_text(json.dumps({
+    metrics_dir.joinpath("t2_baseline.json").write_text(json.dumps({
         "row": "t2_baseline", "profile": "tiny", "ran": "tiny run", "has_ground_truth": True, "seeds": [0],
         "per_seed": [{"seed": 0, "mlflow_run_id": "abc", "metrics": metrics}]}))
     catalog = DataCatalog({"params:profile": MemoryDataset("tiny")})
@@ -30,5 +30,5 @@ def test_kedro_run_writes_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     first = summary["tables"]["table2"]["rows"][0]
     # PQ 10.0 - published 39.7 = -29.7; PQ_th 12.0 - 46.0 = -34.0; PQ_st 7.0 - 30.2 = -23.2
     assert first["diff"] == {"pq": -29.7, "pq_th": -34.0, "pq_st": -23.2}
-    assert "| baseline | t2_baseline | 10.0 | 12.0 | 7.0 | 39.7 | 46.0 | 30.2 | -29.7 | -34.0 | -23.2 | tiny run | abc |" \
-        in (out / "table2.md").read_text()
+    expected = "| baseline | t2_baseline | 10.0 | 12.0 | 7.0 | 39.7 | 46.0 | 30.2 | -29.7 | -34.0 | -23.2 | tiny run | abc |"
+    assert expected in (out / "table2.md").read_text()

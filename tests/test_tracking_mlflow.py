@@ -51,7 +51,8 @@ def test_unreachable_server_never_stops_training_and_logs_are_replayed(tmp_path)
         tracker = tracking.MlflowCallback("engine-test", "row-a", tags={"table": "table2", "row": "a"},
                                           tracking_uri=down, close_retries=1)
         result = train(cfg, [tracker], **toy_factories())
-        pending = tracker.close()
+        with pytest.warns(UserWarning, match="replay_pending"):
+            pending = tracker.close()
     assert result.iterations == 10
     assert pending == tmp_path / "run" / "mlflow_pending.json"
     saved = json.loads(pending.read_text())
@@ -68,3 +69,17 @@ def test_unreachable_server_never_stops_training_and_logs_are_replayed(tmp_path)
     assert run.data.params["train.lr"] == "0.1"
     assert [m.step for m in client.get_metric_history(run_id, "loss/total")] == [5, 10]
     assert [a.path for a in client.list_artifacts(run_id)] == ["config.yaml"]
+    assert (tmp_path / "mlruns").is_dir()  # artifacts next to the SQLite file, not under the current folder
+
+
+def test_rejected_param_is_dropped_and_later_metrics_still_arrive(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    tracker = tracking.MlflowCallback("engine-test", "conflict", params={"train.lr": "0.1"}, tracking_uri=uri)
+    tracker.log_params({"train.lr": "0.2"})  # MLflow params are immutable: the server answers 400
+    with pytest.warns(UserWarning, match=r"MLflow rejected params \['train.lr'\]"):
+        tracker.log_metrics({"loss/total": 1.5}, step=1)
+    assert tracker.close() is None
+    run = MlflowClient(tracking_uri=uri).get_run(tracker.run_id)
+    assert run.data.params["train.lr"] == "0.1" and run.data.metrics["loss/total"] == 1.5

@@ -120,7 +120,8 @@ def test_server_outage_mid_run_loses_nothing(server, tmp_path):
     assert result.iterations == 20 and (tmp_path / "run" / "model_final.pt").is_file()
 
     server.start()  # back (same store, same port)
-    assert tracker.close() is None  # everything buffered went through
+    with pytest.warns(UserWarning, match="is back"):
+        assert tracker.close() is None  # everything buffered went through
     client = MlflowClient(tracking_uri=server.uri)
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED"

@@ -94,7 +94,8 @@ class MlflowCallback(Callback):
 
     def __init__(self, experiment: str, run_name: str, tags: dict[str, Any] | None = None,
                  params: dict[str, Any] | None = None, tracking_uri: str | None = None,
-                 retry_interval_s: float = 30.0, close_retries: int = 3, close_wait_s: float = 5.0) -> None:
+                 retry_interval_s: float = 30.0, close_retries: int = 3, close_wait_s: float = 5.0,
+                 run_id: str | None = None) -> None:
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         self.tracking_uri = tracking_uri or default_tracking_uri()
@@ -108,7 +109,7 @@ class MlflowCallback(Callback):
         self._next_try = 0.0
         self._warned = False
         self.state: dict[str, Any] = {
-            "experiment": experiment, "run_name": run_name, "run_id": None, "status": None,
+            "experiment": experiment, "run_name": run_name, "run_id": run_id, "status": None,
             "tags": {"git_commit": git_commit(), **{k: str(v) for k, v in (tags or {}).items()}},
             "params": {}, "metrics": [], "artifacts": [], "tags_dirty": False,
         }
@@ -116,6 +117,14 @@ class MlflowCallback(Callback):
         self.state["tags"]["mlflow.source.git.commit"] = self.state["tags"]["git_commit"]
         self.log_params(params or {})
         self._flush()  # create the run now if the server is there
+
+    @classmethod
+    def attach(cls, run_id: str, tracking_uri: str | None = None) -> MlflowCallback:
+        """Log more into an existing run (e.g. evaluation after training), with the same outage handling;
+        ``close(status=None)`` then leaves the run's status as it is."""
+        callback = cls(experiment="", run_name="", tracking_uri=tracking_uri, run_id=run_id)
+        callback.state["tags"] = {}  # only tags set from now on are sent: the run keeps its own
+        return callback
 
     # ------------------------------------------------------------------ training hooks
     def on_train_start(self, cfg: ExperimentConfig) -> None:
@@ -242,7 +251,8 @@ def _send(client, state: dict) -> None:
 
     if state["run_id"] is None:
         experiment = client.get_experiment_by_name(state["experiment"])
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(state["experiment"])
+        experiment_id = (experiment.experiment_id if experiment else
+                         client.create_experiment(state["experiment"], _artifact_location(client)))
         run = client.create_run(experiment_id, run_name=state["run_name"], tags=dict(state["tags"]))
         state["run_id"] = run.info.run_id
         state["tags_dirty"] = False
@@ -254,12 +264,15 @@ def _send(client, state: dict) -> None:
         state["tags_dirty"] = False
     while state["params"]:
         chunk = dict(list(state["params"].items())[:_BATCH])
-        client.log_batch(run_id, params=[Param(k, v) for k, v in chunk.items()])
+        _rejected_is_dropped(lambda: client.log_batch(run_id, params=[Param(k, v) for k, v in chunk.items()]),
+                             f"params {sorted(chunk)[:5]}")
         for key in chunk:
             del state["params"][key]
     while state["metrics"]:
         chunk = state["metrics"][:1000]
-        client.log_batch(run_id, metrics=[Metric(k, v, ts, step) for k, v, ts, step in chunk])
+        _rejected_is_dropped(
+            lambda: client.log_batch(run_id, metrics=[Metric(k, v, ts, step) for k, v, ts, step in chunk]),
+            f"metrics {sorted({m[0] for m in chunk})[:5]}")
         del state["metrics"][:len(chunk)]
     while state["artifacts"]:
         local, artifact_path = state["artifacts"][0]
@@ -268,6 +281,28 @@ def _send(client, state: dict) -> None:
     if state["status"] is not None:
         client.set_terminated(run_id, state["status"])
         state["status"] = None
+
+
+def _rejected_is_dropped(call, what: str) -> None:
+    """Run an MLflow call; a request the server rejects as invalid (HTTP 4xx, e.g. a param re-logged with
+    another value) is dropped with a warning instead of blocking the queue forever. Outages still raise."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        call()
+    except MlflowException as exc:
+        if not 400 <= exc.get_http_status_code() < 500:
+            raise
+        warnings.warn(f"MLflow rejected {what}: {str(exc)[:300]}; dropped", stacklevel=3)
+
+
+def _artifact_location(client) -> str | None:
+    """With a SQLite store, artifacts go to ``mlruns/`` next to the database file (MLflow's default is
+    ``./mlruns`` under whatever the current folder is); servers choose their own location."""
+    uri = str(client.tracking_uri)
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").resolve().as_uri()
+    return None
 
 
 def replay_pending(path: str | os.PathLike, tracking_uri: str | None = None) -> str:
@@ -288,3 +323,51 @@ def replay_pending(path: str | os.PathLike, tracking_uri: str | None = None) -> 
             atomic_write_json(path, {**state, "tracking_uri": uri})  # keep progress for the next try
     path.unlink()
     return state["run_id"]
+
+
+# ---------------------------------------------------------------------------------- rows of the grid
+# The Kedro training node opens one run per row and seed (row_callback); the evaluation nodes add the
+# PQ of val / test-dev and a few prediction PNGs to that same run (log_evaluation).
+
+STAGE_GROUPS = {"lambda_rows": "table1", "rows": "train", "pretrained_rows": "train_pretrained"}
+PREDICTION_PNGS_LOGGED = 3
+
+
+def experiment_name(profile_name: str) -> str:
+    return f"spatialflow-{profile_name}"
+
+
+def row_callback(row_name: str, row: dict, profile: dict, seed: int, config: dict) -> MlflowCallback:
+    """The MLflow run of one row and seed: tags table / row / profile / seed / git commit / DVC stage."""
+    tags = {
+        "table": ",".join(str(t) for t in row["tables"]),
+        "row": row_name,
+        "profile": profile["name"],
+        "seed": seed,
+        "preset": row["preset"],
+        "dvc_stage": f"{STAGE_GROUPS.get(row.get('group', 'rows'), 'train')}@{row_name}",
+    }
+    return MlflowCallback(experiment_name(profile["name"]), f"{row_name}/seed{seed}", tags=tags,
+                          params=flatten(config))
+
+
+def log_evaluation(run_id: str | None, split: str, entry: dict, predictions: str | os.PathLike) -> None:
+    """Add a split's PQ/SQ/RQ (suffix ``_test`` for test-dev), its metrics JSON and a few predicted PNGs
+    to the row's run. Never raises: an outage leaves a ``mlflow_pending.json`` in ``predictions``."""
+    if run_id is None:
+        return
+    suffix = "" if split == "val" else f"_{split}"
+    callback = MlflowCallback.attach(run_id)
+    callback.output_dir = Path(predictions)
+    metrics = entry.get("metrics") or {}
+    callback.log_metrics({f"{k}{suffix}": v for k, v in pq_metrics(
+        {key: metrics[key] for key in ("All", "Things", "Stuff") if key in metrics}).items()})
+    for key in ("inference_seconds", "images_per_second"):
+        if key in metrics:
+            callback.log_metrics({f"{key}{suffix}": metrics[key]})
+    pngs = sorted((Path(predictions) / "panoptic_pred").glob("*.png"))[:PREDICTION_PNGS_LOGGED]
+    summary = Path(predictions) / "metrics.json"
+    callback.log_artifacts([p for p in [summary, *pngs] if p.is_file()], artifact_path=f"predictions_{split}")
+    if entry.get("submission"):
+        callback.set_tags({"submission": entry["submission"]})
+    callback.close(status=None)

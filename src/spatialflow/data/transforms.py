@@ -44,7 +44,7 @@ def masks_to_boxes_exclusive(masks: torch.Tensor) -> torch.Tensor:
 
 def _with_masks(target: Target, masks: torch.Tensor, stuff: torch.Tensor) -> Target:
     """Copy of ``target`` with new masks / stuff map; empty instances dropped, boxes recomputed."""
-    keep = masks.reshape(masks.shape[0], -1).bool().any(dim=1)
+    keep = masks.flatten(1).bool().any(dim=1)
     out = dict(target)
     out["masks"] = masks[keep]
     out["labels"] = target["labels"][keep]

@@ -18,7 +18,6 @@ from spatialflow.data.batching import pad_images, pad_label_maps
 from spatialflow.models.backbone import ResNetFPN
 from spatialflow.models.config import SpatialFlowConfig
 from spatialflow.models.detection import (
-    BACKGROUND,
     IGNORED,
     Anchors,
     Detections,

@@ -1,7 +1,8 @@
 """The paper's figures, regenerated: Table 1's lambda curve, panoptic overlays (Figures 5-6) and CAM
 heat-maps of the cls and stuff heads (Figure 4), each baseline vs SpatialFlow.
 
-Everything lands in ``data/08_reporting/figures/`` as small PNGs (plus ``lambda_curve.csv`` for a DVC plot).
+Everything lands in ``data/08_reporting/figures/`` as small PNGs; ``data/08_reporting/lambda_curve.csv``
+feeds the DVC plot. Which rows are compared and on how many val images: ``params.yaml`` ``figures``.
 A figure whose inputs do not exist in the active profile is written as a placeholder PNG that says so,
 so every DVC output always exists.
 """
@@ -27,22 +28,22 @@ from spatialflow.errors import DataError
 from spatialflow.utils.atomic import atomic_save_image, atomic_write_text
 from spatialflow_repro.pipelines.tables.nodes import (
     LAMBDA_SEARCH_FILE,
-    MODEL_OUTPUT_DIR,
+    METRICS_DIR,
     REPORTING_DIR,
     build_table,
     load_paper_tables,
+    metrics_file,
     read_metrics,
 )
 
 log = logging.getLogger(__name__)
 
 FIGURES_DIR = REPORTING_DIR / "figures"
+LAMBDA_CURVE_CSV = REPORTING_DIR / "lambda_curve.csv"  # a DVC plot (dvc.yaml)
 DATASETS_MANIFEST = Path("data/03_primary/datasets.json")  # written by the data_prep pipeline
 MODELS_DIR = Path("data/06_models")  # <row>/training.json: final_model per seed
-
-# (dataset, baseline row, SpatialFlow row): Figures 4-6 compare the first pair the profile has trained.
-COMPARED_ROWS = (("coco", "t2_baseline", "t2_spatialflow"), ("cityscapes", "t3_baseline", "t3_spatialflow"))
-NUM_IMAGES = 3  # val images per figure (the first ones by image id, the same in every figure)
+MODEL_OUTPUT_DIR = Path("data/07_model_output")  # <row>/val_predictions/seed<n>/
+NUM_IMAGES = 4  # val images per figure (the first ones by image id, the same in every figure)
 PANEL_SIZE = (96, 128)  # (height, width) of one grid cell
 GAP = 4
 TITLE_HEIGHT = 14
@@ -101,10 +102,10 @@ def plot_lambda_curve(table1: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def draw_lambda_curve(profile: str) -> dict[str, Any]:
-    """Kedro node: ``figures/lambda_curve.{csv,png}`` from Table 1's rows; returns the points."""
-    table1 = build_table(1, load_paper_tables(), profile, MODEL_OUTPUT_DIR, _selected_lambda())
+    """Kedro node: ``lambda_curve.csv`` and ``figures/lambda_curve.png`` from Table 1's rows."""
+    table1 = build_table(1, load_paper_tables(), profile, METRICS_DIR, _selected_lambda())
     points = lambda_curve_points(table1)
-    atomic_write_text(FIGURES_DIR / "lambda_curve.csv", lambda_curve_csv(points))
+    atomic_write_text(LAMBDA_CURVE_CSV, lambda_curve_csv(points))
     plot_lambda_curve(table1, FIGURES_DIR / "lambda_curve.png")
     return {"profile": profile, "points": points}
 
@@ -197,48 +198,63 @@ def overlay_rows(gt_split: dict[str, str], predictions: Sequence[tuple[str | os.
     return rows
 
 
-def prediction_folder(row: str, model_output_dir: str | os.PathLike = MODEL_OUTPUT_DIR) -> tuple[Path, Path] | None:
-    """(panoptic.json, PNG folder) of a row's first-seed val predictions, or None if it has none."""
-    metrics = read_metrics(Path(model_output_dir) / row / "metrics.json")
-    if not metrics or metrics.get("skipped"):
+def row_val_metrics(row: str, profile: str) -> dict | None:
+    """A row's val metrics if it ran in ``profile`` (None when absent, skipped or of another profile)."""
+    metrics = read_metrics(metrics_file(2, row))  # the val metrics of Tables 2-7 rows
+    if not metrics or metrics.get("skipped") or metrics.get("profile") != profile:
         return None
+    return metrics
+
+
+PREDICTION_NAMES = (("panoptic_pred.json", "panoptic_pred"), ("panoptic.json", "panoptic"))
+
+
+def prediction_folder(metrics: dict, row: str) -> tuple[Path, Path] | None:
+    """(JSON, PNG folder) of a row's first-seed val predictions (``spatialflow.engine.evaluation``'s
+    ``panoptic_pred.json`` + ``panoptic_pred/``), or None if there are none."""
     folders = [Path(s["predictions"]) for s in metrics.get("per_seed", []) if s.get("predictions")]
-    folders.append(Path(model_output_dir) / row / "val_predictions")
+    folders += sorted((MODEL_OUTPUT_DIR / row / "val_predictions").glob("seed*"))
     for folder in folders:
-        if (folder / "panoptic.json").is_file():
-            png_dir = folder / "panoptic" if (folder / "panoptic").is_dir() else folder
-            return folder / "panoptic.json", png_dir
+        for json_name, png_name in PREDICTION_NAMES:
+            if (folder / json_name).is_file():
+                png_dir = folder / png_name if (folder / png_name).is_dir() else folder
+                return folder / json_name, png_dir
     return None
 
 
-def _compared_rows(profile: str) -> tuple[str, str, str, dict] | None:
-    """The first (dataset, baseline row, SpatialFlow row, GT val split) the profile has predictions for."""
+def val_split(metrics: dict) -> dict | None:
+    """The GT val split ({json, png_dir, image_dir}) of the row's dataset, from the data manifest."""
     manifest = read_metrics(DATASETS_MANIFEST) or {}
-    for dataset, baseline, spatialflow in COMPARED_ROWS:
-        split = (manifest.get(dataset) or {}).get("splits", {}).get("val")
-        if split and all(_row_ran(r, profile) for r in (baseline, spatialflow)):
-            return dataset, baseline, spatialflow, split
-    return None
+    return (manifest.get(metrics.get("dataset")) or {}).get("splits", {}).get("val")
 
 
-def _row_ran(row: str, profile: str) -> bool:
-    metrics = read_metrics(MODEL_OUTPUT_DIR / row / "metrics.json")
-    return bool(metrics) and not metrics.get("skipped") and metrics.get("profile") == profile
+def _compared(profile: str, figures: dict) -> tuple[list[str], list[dict], dict] | None:
+    """([baseline row, SpatialFlow row], their val metrics, the GT val split) if both ran in ``profile``."""
+    rows = [figures["baseline_row"], figures["spatialflow_row"]]
+    metrics = [row_val_metrics(r, profile) for r in rows]
+    if not all(metrics):
+        return None
+    split = val_split(metrics[0])
+    return (rows, metrics, split) if split else None
 
 
-def draw_panoptic_overlays(profile: str) -> dict[str, Any]:
-    """Kedro node: ``figures/panoptic_overlays.png``: image | GT | baseline | SpatialFlow per val image."""
+def draw_panoptic_overlays(profile: str, figures: dict) -> dict[str, Any]:
+    """Kedro node: ``figures/panoptic_overlays.png``: image | GT | baseline | SpatialFlow per val image.
+
+    ``figures``: params.yaml's {baseline_row, spatialflow_row, num_images}."""
     path = FIGURES_DIR / "panoptic_overlays.png"
-    compared = _compared_rows(profile)
-    folders = compared and [prediction_folder(r) for r in compared[1:3]]
+    compared = _compared(profile, figures)
+    folders = compared and [prediction_folder(m, r) for r, m in zip(compared[0], compared[1])]
     if not compared or not all(folders):
+        log.info("panoptic overlays: %s / %s have no val predictions in profile %s; writing a placeholder",
+                 figures["baseline_row"], figures["spatialflow_row"], profile)
         atomic_save_image(path, placeholder(f"panoptic overlays: not run in profile {profile}"))
         return {"profile": profile, "rows": None}
-    dataset, baseline, spatialflow, split = compared
-    rows = overlay_rows(split, folders)
-    titles = ["image", "ground truth", f"baseline ({baseline})", f"SpatialFlow ({spatialflow})"]
-    atomic_save_image(path, image_grid(rows, titles))
-    return {"profile": profile, "dataset": dataset, "rows": [baseline, spatialflow], "images": len(rows)}
+    rows, _, split = compared
+    grid_rows = overlay_rows(split, folders, int(figures.get("num_images", NUM_IMAGES)))
+    titles = ["image", "ground truth", f"baseline ({rows[0]})", f"SpatialFlow ({rows[1]})"]
+    atomic_save_image(path, image_grid(grid_rows, titles))
+    return {"profile": profile, "rows": rows, "images": len(grid_rows)}
 
 
 # ------------------------------------------------------------------------------------ CAM heat-maps
@@ -316,25 +332,27 @@ def _eval_image(image: np.ndarray, cfg: Any) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
 
-def draw_cam_heatmaps(profile: str) -> dict[str, Any]:
+def draw_cam_heatmaps(profile: str, figures: dict) -> dict[str, Any]:
     """Kedro node: ``figures/cam_heatmaps.png``: image | cls baseline | cls SpatialFlow | stuff baseline |
     stuff SpatialFlow, per val image (paper Figure 4)."""
     from spatialflow.engine.trainer import load_trained_model
 
     path = FIGURES_DIR / "cam_heatmaps.png"
-    compared = _compared_rows(profile)
-    checkpoints = compared and [final_model_path(r) for r in compared[1:3]]
+    compared = _compared(profile, figures)
+    checkpoints = compared and [final_model_path(r) for r in compared[0]]
     if not compared or not all(checkpoints):
+        log.info("CAM heat-maps: %s / %s have no checkpoints in profile %s; writing a placeholder",
+                 figures["baseline_row"], figures["spatialflow_row"], profile)
         atomic_save_image(path, placeholder(f"CAM heat-maps: not run in profile {profile}"))
         return {"profile": profile, "rows": None}
-    dataset, baseline, spatialflow, split = compared
+    rows, _, split = compared
     loaded = [load_trained_model(p) for p in checkpoints]
     gt = load_segmentation(split["json"], split["png_dir"])
-    first = sorted(gt, key=str)[:NUM_IMAGES]
+    first = sorted(gt, key=str)[:int(figures.get("num_images", NUM_IMAGES))]
     images = [_eval_image(read_image(Path(split["image_dir"]) / gt[i]["image"]["file_name"]), loaded[0][1])
               for i in first]
-    rows = cam_rows([model for model, _, _ in loaded], images)
+    grid_rows = cam_rows([model for model, _, _ in loaded], images)
     titles = ["image", "cls: baseline", "cls: SpatialFlow", "stuff: baseline", "stuff: SpatialFlow"]
-    atomic_save_image(path, image_grid(rows, titles))
-    return {"profile": profile, "dataset": dataset, "rows": [baseline, spatialflow], "images": len(rows)}
+    atomic_save_image(path, image_grid(grid_rows, titles))
+    return {"profile": profile, "rows": rows, "images": len(grid_rows)}
 

@@ -1,8 +1,9 @@
 """Tables 1-7 of the paper, regenerated side by side with the published numbers.
 
-Input: one ``metrics.json`` per trained row (``testdev_metrics.json`` for the test-dev tables 5-6) under
-``data/07_model_output/<row>/``, Table 1's ``data/08_reporting/lambda_search.json`` and the published
-numbers in ``spatialflow_repro/reference/paper_tables.yaml``.
+Input: one metrics JSON per trained row, written by the train / evaluate pipelines:
+``data/08_reporting/metrics/lambda/<row>.json`` (Table 1), ``metrics/val/<row>.json`` (Tables 2-4, 7) and
+``metrics/testdev/<row>.json`` (Tables 5-6); Table 1's ``data/08_reporting/lambda_search.json`` and the
+published numbers in ``spatialflow_repro/reference/paper_tables.yaml``.
 Output: ``data/08_reporting/tables/table<n>.{md,csv,tex}``, ``index.md`` and ``summary.json``; every file
 is byte-identical across reruns with the same inputs (no dates, fixed order).
 """
@@ -24,12 +25,10 @@ import yaml
 from spatialflow.errors import ConfigError, DataError
 from spatialflow.utils.atomic import atomic_write_json, atomic_write_text
 
-MODEL_OUTPUT_DIR = Path("data/07_model_output")
 REPORTING_DIR = Path("data/08_reporting")
+METRICS_DIR = REPORTING_DIR / "metrics"  # lambda/<row>.json, val/<row>.json, testdev/<row>.json
 TABLES_DIR = REPORTING_DIR / "tables"
 LAMBDA_SEARCH_FILE = REPORTING_DIR / "lambda_search.json"
-VAL_METRICS = "metrics.json"
-TESTDEV_METRICS = "testdev_metrics.json"
 
 PUBLISHED = None  # a published peer row of the paper (no reproduction)
 
@@ -44,7 +43,13 @@ PAPER_ROWS: dict[int, tuple[str | None, ...]] = {
     6: (PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, "t6_r101_dcn"),
     7: (PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, "t7_r101", "t7_r101_coco"),
 }
-TESTDEV_TABLES = frozenset({5, 6})  # these read testdev_metrics.json
+TESTDEV_TABLES = frozenset({5, 6})  # these read the test-dev metrics
+
+
+def metrics_file(number: int, row: str, metrics_dir: str | os.PathLike = METRICS_DIR) -> Path:
+    """Where the metrics of ``row`` for Table ``number`` live (lambda / val / testdev sub-folder)."""
+    kind = "lambda" if number == 1 else "testdev" if number in TESTDEV_TABLES else "val"
+    return Path(metrics_dir) / kind / f"{row}.json"
 
 
 @dataclass(frozen=True)
@@ -164,12 +169,11 @@ def build_table(
     number: int,
     paper: dict[str, Any],
     profile: str,
-    model_output_dir: str | os.PathLike = MODEL_OUTPUT_DIR,
+    metrics_dir: str | os.PathLike = METRICS_DIR,
     selected_lambda: float | None = None,
 ) -> dict[str, Any]:
     """One table as data: the paper's rows in order, each with reproduced / published / diff values."""
     spec = paper[f"table{number}"]
-    metrics_file = TESTDEV_METRICS if number in TESTDEV_TABLES else VAL_METRICS
     keys = [c.key for c in metric_columns(number)]
     rows = []
     for our_row, published_row in zip(PAPER_ROWS[number], spec["rows"]):
@@ -183,7 +187,7 @@ def build_table(
         if number == 1:
             record["selected"] = selected_lambda is not None and float(labels["lambda"]) == selected_lambda
         if our_row is not PUBLISHED:
-            path = Path(model_output_dir) / our_row / metrics_file
+            path = metrics_file(number, our_row, metrics_dir)
             record.update(_reproduced(read_metrics(path), path, profile, keys, published))
         rows.append(record)
     table: dict[str, Any] = {
@@ -221,13 +225,13 @@ def _reproduced(metrics: dict | None, path: Path, profile: str, keys: list[str],
 def build_summary(
     profile: str,
     paper: dict[str, Any] | None = None,
-    model_output_dir: str | os.PathLike = MODEL_OUTPUT_DIR,
+    metrics_dir: str | os.PathLike = METRICS_DIR,
     lambda_search_file: str | os.PathLike = LAMBDA_SEARCH_FILE,
 ) -> dict[str, Any]:
     """Every table's rows as data (written as ``summary.json``; read by the figures and the notebook)."""
     paper = paper if paper is not None else load_paper_tables()
     selected = read_selected_lambda(lambda_search_file)
-    tables = {f"table{n}": build_table(n, paper, profile, model_output_dir, selected) for n in PAPER_ROWS}
+    tables = {f"table{n}": build_table(n, paper, profile, metrics_dir, selected) for n in PAPER_ROWS}
     return {"profile": profile, "tables": tables}
 
 

@@ -84,8 +84,8 @@ def train_row(row_name: str, params: dict, manifest: dict, stuff_lambda: dict | 
         cfg_dict = experiment_config(row_name, row, params, manifest, lam, seed, init_checkpoint)
         _start_fresh_if_config_changed(cfg_dict)
         cfg = load_experiment_config(cfg_dict)
-        tracker = tracking.row_callback(row_name, row, profile, seed, cfg_dict)
-        result = train(cfg, callbacks=[tracker], resume=True)
+        with tracking.row_callback(row_name, row, profile, seed, cfg_dict) as tracker:
+            result = train(cfg, callbacks=[tracker], resume=True)
         seeds.append({
             "seed": int(seed),
             "final_model": str(result.final_model),
@@ -110,23 +110,50 @@ def summarise(per_seed: list[dict]) -> tuple[dict | None, dict | None]:
     return mean, std
 
 
+def evaluate_checkpoint(final_model: str, split_role: str, out_dir: Path, tta: dict | None) -> dict:
+    """Predict a split with a trained model; PQ where the split has ground truth, else the COCO upload.
+
+    Returns {"metrics": pq_compute's dict | None, "submission": zip path | None}.
+    """
+    from spatialflow.engine.evaluation import evaluate, predict_split, read_split_json
+    from spatialflow.engine.inference import TTAConfig
+    from spatialflow.engine.trainer import load_trained_model
+    from spatialflow.panoptic.submission import package_submission
+
+    model, cfg, categories = load_trained_model(final_model)
+    split = getattr(cfg.data, split_role)
+    if split is None:
+        raise ConfigError(f"{final_model}: its config has no '{split_role}' split to evaluate")
+    sizes = cfg.data.transforms
+    min_size = sizes.min_size if isinstance(sizes.min_size, int) else max(sizes.min_size)
+    tta_config = None if tta is None else TTAConfig(scales=[tuple(s) for s in tta["scales"]], flip=bool(tta["flip"]))
+    if split.png_dir is not None:
+        metrics = evaluate(model, split.json, split.image_dir, out_dir, png_dir=split.png_dir,
+                           min_size=min_size, max_size=sizes.max_size, tta=tta_config)
+        return {"metrics": metrics, "submission": None}
+    # No ground truth (COCO test-dev): predictions with the model's own categories -> the upload package.
+    images = read_split_json(split.json)["images"]
+    run = predict_split(model, images, split.image_dir, categories, out_dir, min_size=min_size,
+                        max_size=sizes.max_size, tta=tta_config)
+    _, zip_path = package_submission(run["pred_json"], run["pred_dir"], out_dir / "submission",
+                                     method=f"spatialflow-{cfg.name}", image_info_json=split.json)
+    return {"metrics": None, "submission": str(zip_path)}
+
+
 def _evaluate(row_name: str, params: dict, training: dict, split_role: str, tta_name: str | None,
               out_name: str) -> dict:
-    from spatialflow.engine.evaluation import evaluate_checkpoint
-
     row, profile = _row(row_name, params)
+    predictions_root = Path("data/07_model_output") / row_name / out_name
+    predictions_root.mkdir(parents=True, exist_ok=True)  # a DVC output even when the row is skipped
     if training.get("skipped"):
         return {**_skipped(row_name, row, profile), "split": split_role}
-    tta = None
-    if tta_name:
-        tta = profile["tta"][tta_name]
+    tta = profile["tta"][tta_name] if tta_name else None
     per_seed = []
     for seed_info in training["seeds"]:
-        out_dir = Path("data/07_model_output") / row_name / out_name / f"seed{seed_info['seed']}"
-        result = evaluate_checkpoint(seed_info["final_model"], split=split_role, out_dir=out_dir, tta=tta)
+        out_dir = predictions_root / f"seed{seed_info['seed']}"
+        result = evaluate_checkpoint(seed_info["final_model"], split_role, out_dir, tta)
         entry = {"seed": seed_info["seed"], "mlflow_run_id": seed_info.get("mlflow_run_id"),
-                 "predictions": str(out_dir), "metrics": result.get("metrics"),
-                 "submission": result.get("submission")}
+                 "predictions": str(out_dir), "metrics": result["metrics"], "submission": result["submission"]}
         tracking.log_evaluation(seed_info.get("mlflow_run_id"), split_role, entry, out_dir)
         per_seed.append(entry)
     mean, std = summarise(per_seed)

@@ -1,0 +1,59 @@
+"""Experiment config: validation with clear errors, YAML round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from spatialflow.engine.config import experiment_to_dict, experiment_to_yaml, load_experiment_config
+from spatialflow.errors import ConfigError
+
+COCO_ROW = {
+    "name": "table2/spatialflow",
+    "output_dir": "data/06_models/table2/spatialflow",
+    "model": {"preset": "spatialflow", "depth": 50},
+    "data": {"train": {"json": "a.json", "png_dir": "a", "image_dir": "img"},
+             "transforms": {"min_size": 800, "max_size": 1333}},
+    "train": {"lr": 5e-3, "batch_size": 8, "unit": "epoch", "length": 20, "decay_steps": [16, 19],
+              "amp": "bf16", "finetune": {"trainable": ["cls_head.*"], "length": 2, "lr": 2.5e-3}},
+}
+
+
+def test_defaults_are_the_paper_recipe():
+    cfg = load_experiment_config({"model": {"preset": "spatialflow"}})
+    t = cfg.train
+    assert (t.lr, t.momentum, t.weight_decay, t.batch_size) == (5e-3, 0.9, 1e-4, 8)
+    assert (t.unit, t.length, t.decay_steps, t.gamma) == ("epoch", 20, [16, 19], 0.1)
+    assert (t.warmup_iters, t.warmup_ratio) == (500, 0.001)
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = load_experiment_config(COCO_ROW)
+    path = tmp_path / "row.yaml"
+    path.write_text(experiment_to_yaml(cfg))
+    again = load_experiment_config(path)
+    assert experiment_to_dict(again) == experiment_to_dict(cfg)
+    assert again.train.finetune.trainable == ["cls_head.*"] and again.data.train.png_dir == "a"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"train": {"lr": 0.1, "epochs": 3}}, r"train: unknown key\(s\) \['epochs'\]"),
+    ({"train": {"unit": "week"}}, "train.unit: must be 'epoch' or 'iteration'"),
+    ({"train": {"length": 10, "decay_steps": [16]}}, "train.decay_steps: must be increasing and within"),
+    ({"train": {"amp": "fp8"}}, "train.amp: must be one of"),
+    ({"train": {"batch_size": 0}}, "train.batch_size: must be > 0"),
+    ({"data": {"train": {"json": "x.json"}}}, "data.train: .*image_dir"),
+    ({"model": {"depth": 50}}, "'preset'"),
+    ({"trian": {}}, r"unknown top-level key\(s\) \['trian'\]"),
+])
+def test_invalid_configs_name_the_key(change, message):
+    with pytest.raises(ConfigError, match=message):
+        load_experiment_config({"model": {"preset": "spatialflow"}, **change})
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load_experiment_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {lr: 0.1, unit: week}\nmodel: {preset: x}\n")
+    with pytest.raises(ConfigError, match="bad.yaml: train.unit"):
+        load_experiment_config(bad)

@@ -1,0 +1,155 @@
+"""End to end: the real `dvc repro` on a micro profile, in a temporary copy of the repository.
+
+One lambda row, two rows of Table 2 and one test-dev evaluation, a few iterations each. Checks what a
+researcher relies on: tables are written, every row is an MLflow run, `dvc status` is clean, a second
+`dvc repro` does nothing, a fresh clone + `dvc pull` retrains nothing, and changing one row's parameter
+retrains that row only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 1200
+
+
+def _run(cmd: list[str], cwd: Path, env: dict) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{output[-6000:]}"
+    return output
+
+
+def _micro_params(params: dict) -> dict:
+    params = copy.deepcopy(params)
+    micro = copy.deepcopy(params["profiles"]["tiny"])
+    micro["description"] = "micro: the end-to-end test's profile (a few iterations)"
+    micro["tables"] = [1, 2, 5]
+    micro["datasets"]["coco"].update(image_size=[64, 64], num_train=6, num_val=3, num_test=3)
+    micro["datasets"]["cityscapes"].update(image_size=[64, 128], num_train=2, num_val=2, num_test=2)
+    micro["sizes"] = {"600": [48, 64], "800": [64, 64], "cityscapes": [64, 128]}
+    micro["model"].update(fpn_channels=32, stuff_channels=32)
+    micro["schedule"]["coco"].update(length=4, decay_steps=[3], warmup_iters=1, batch_size=2)
+    micro["tta"]["coco"] = {"scales": [[48, 64], [64, 80]], "flip": True}
+    micro.update(checkpoint_every=2, log_every=1)
+    params["profiles"]["micro"] = micro
+    params["profile"] = "micro"
+    params["lambda_rows"] = {"t1_lambda_0_25": params["lambda_rows"]["t1_lambda_0_25"]}
+    params["rows"] = {name: params["rows"][name] for name in ("t2_baseline", "t2_spatialflow")}
+    params["pretrained_rows"] = {}
+    params["testdev_rows"] = {"t2_spatialflow": {"tables": [5], "tta": "coco"}}
+    return params
+
+
+def _copy_project(repo_root: Path, dest: Path) -> None:
+    """What a clone of the working tree holds, minus generated data (the test regenerates it)."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=repo_root,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    for rel in listed:
+        if rel == "dvc.lock" or (rel.startswith("data/") and not rel.endswith(".gitkeep")):
+            continue
+        src = repo_root / rel
+        if not src.is_file():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / rel)
+
+
+@pytest.fixture(scope="module")
+def micro_project(tmp_path_factory, repo_root):
+    base = tmp_path_factory.mktemp("e2e")
+    project = base / "project"
+    _copy_project(repo_root, project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump(_micro_params(params), sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "KEDRO_DISABLE_TELEMETRY": "1", "DVC_NO_ANALYTICS": "1", "MPLBACKEND": "Agg",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    _run(["git", "init", "-q", "-b", "main"], project, env)
+    _run(["dvc", "remote", "modify", "--local", "shared", "url", str(base / "remote")], project, env)
+    _run(["git", "add", "-A"], project, env)
+    _run(["git", "commit", "-qm", "micro project"], project, env)
+    first = _run(["dvc", "repro"], project, env)
+    return {"base": base, "project": project, "env": env, "first_repro": first}
+
+
+def test_repro_writes_all_tables_and_metrics(micro_project):
+    project = micro_project["project"]
+    tables = project / "data/08_reporting/tables"
+    for number in range(1, 8):
+        for suffix in ("md", "csv", "tex"):
+            assert (tables / f"table{number}.{suffix}").is_file()
+    for row in ("t2_baseline", "t2_spatialflow"):
+        metrics = json.loads((project / f"data/08_reporting/metrics/val/{row}.json").read_text())
+        assert metrics["has_ground_truth"] and 0.0 <= metrics["summary"]["pq"] <= 100.0
+    search = json.loads((project / "data/08_reporting/lambda_search.json").read_text())
+    assert search["selected_lambda"] == 0.25  # the only Table 1 row of the micro profile
+    row_lambda = json.loads((project / "data/05_model_input/row_lambda/t2_baseline.json").read_text())
+    assert row_lambda == {"lambda": 0.25, "source": "lambda search (Table 1)"}
+    testdev = json.loads((project / "data/08_reporting/metrics/testdev/t2_spatialflow.json").read_text())
+    assert testdev["tta"] == "coco" and testdev["summary"] is not None
+    table2 = (tables / "table2.md").read_text()
+    assert "t2_spatialflow" in table2 or "stuff-mask flow" in table2
+    assert (project / "data/08_reporting/figures").is_dir()
+
+
+def test_every_trained_row_is_an_mlflow_run(micro_project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=micro_project["env"]["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("spatialflow-micro")
+    runs = client.search_runs([experiment.experiment_id])
+    by_row = {run.data.tags["row"]: run for run in runs}
+    assert set(by_row) == {"t1_lambda_0_25", "t2_baseline", "t2_spatialflow"}
+    run = by_row["t2_spatialflow"]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["profile"] == "micro" and run.data.tags["seed"] == "0"
+    assert run.data.tags["dvc_stage"] == "train@t2_spatialflow"
+    assert "pq_all" in run.data.metrics and "pq_all_test" in run.data.metrics
+    assert run.data.params["model.preset"] == "spatialflow"
+
+
+def test_second_repro_does_nothing_and_status_is_clean(micro_project):
+    project, env = micro_project["project"], micro_project["env"]
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], project, env)
+    again = _run(["dvc", "repro"], project, env)
+    assert "Running stage" not in again, again
+
+
+def test_fresh_clone_pulls_checkpoints_and_retrains_nothing(micro_project):
+    project, env, base = micro_project["project"], micro_project["env"], micro_project["base"]
+    _run(["dvc", "push"], project, env)
+    _run(["git", "add", "-A"], project, env)
+    _run(["git", "commit", "-qm", "results"], project, env)
+    clone = base / "clone"
+    _run(["git", "clone", "-q", str(project), str(clone)], base, env)
+    _run(["dvc", "remote", "modify", "--local", "shared", "url", str(base / "remote")], clone, env)
+    _run(["dvc", "pull"], clone, env)
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], clone, env)
+    output = _run(["dvc", "repro"], clone, env)
+    assert "Running stage" not in output, output
+
+
+def test_changing_one_row_retrains_only_that_row(micro_project):
+    project, env = micro_project["project"], micro_project["env"]
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["rows"]["t2_baseline"]["lambda"] = 0.5
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = _run(["dvc", "repro"], project, env)
+    assert "Running stage 'train@t2_baseline'" in output
+    for unchanged in ("train@t2_spatialflow", "table1@t1_lambda_0_25", "prepare_data",
+                      "evaluate_testdev@t2_spatialflow"):
+        assert f"Running stage '{unchanged}'" not in output, unchanged
