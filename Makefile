@@ -30,11 +30,12 @@ $(STAMP): requirements.lock pyproject.toml
 repro: install
 	dvc repro
 
+# Two workers (CI has 2 cores); a test file runs in one worker, so each end-to-end file stays in order.
 test: install
-	python -m pytest
+	python -m pytest -n 2 --dist loadfile
 
 test-fast: install
-	python -m pytest -m "not slow"
+	python -m pytest -n 2 --dist loadfile -m "not slow"
 
 mlflow-ui: install
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"

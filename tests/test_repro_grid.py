@@ -9,7 +9,8 @@ from dvc.repo import Repo
 from spatialflow.errors import ConfigError
 from spatialflow_repro.pipelines.registry import build_pipelines
 from spatialflow_repro.pipelines.train.nodes import select_lambda, summarise
-from spatialflow_repro.rows import describe_row, row_lambda, testdev_rows, trained_rows
+from spatialflow_repro import rows as grid
+from spatialflow_repro.rows import describe_row, row_lambda, trained_rows
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_kedro_namespaces_are_the_rows_of_params_yaml(params):
     pipelines = build_pipelines(params)
     train_namespaces = {n.namespace for n in pipelines["train"].nodes}
     assert train_namespaces == set(trained_rows(params))
-    assert {n.namespace for n in pipelines["evaluate"].nodes} == set(testdev_rows(params))
+    assert {n.namespace for n in pipelines["evaluate"].nodes} == set(grid.testdev_rows(params))
 
 
 def test_lambda_search_and_tables_read_only_row_metrics(params, stages):

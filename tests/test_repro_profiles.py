@@ -42,6 +42,7 @@ def test_coco_schedule_matches_reference(params, reference):
     m = _find(r"SGD momentum ([\d.]+), weight decay ([\d.e-]+); batch (\d+) images", reference)
     assert schedule["momentum"] == float(m.group(1)) and schedule["weight_decay"] == float(m.group(2))
     assert schedule["batch_size"] == int(m.group(3)) == 8
+    assert schedule["optimizer"] == "sgd"  # "Optimiser: SGD momentum 0.9"
 
 
 def test_cityscapes_schedule_matches_reference(params, reference):

@@ -9,15 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from spatialflow.errors import ConfigError
+from spatialflow.models.spatialflow import CLASS_DEPENDENT_PARAMETERS
 
 # Groups of trained rows in params.yaml, in DAG order: Table 1 (the lambda search) first, then the rows
 # that may use its result, then the rows initialised from another row's checkpoint.
 TRAINED_ROW_GROUPS = ("lambda_rows", "rows", "pretrained_rows")
 SEARCH = "search"
 
-# Parameters trained in the first phase of Table 7's "-COCO" recipe (paper supplement): the layers whose
-# shape depends on the classes (fnmatch patterns over SpatialFlow parameter names).
-CLASS_DEPENDENT_PARAMETERS = ["cls_head.*", "stuff_head.predictor.*", "mask_head.predictor.*"]
 
 
 def trained_rows(params: dict) -> dict[str, dict]:

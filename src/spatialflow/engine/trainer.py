@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from spatialflow.engine import checkpoint as ckpt
-from spatialflow.engine.config import ExperimentConfig, experiment_to_dict, experiment_to_yaml
+from spatialflow.engine.config import ExperimentConfig, TrainConfig, experiment_to_dict, experiment_to_yaml
 from spatialflow.engine.distributed import (DistInfo, all_gather_objects, all_reduce_mean, any_process,
                                             init_distributed)
 from spatialflow.engine.schedule import LrSchedule, build_scheduler
@@ -129,6 +129,13 @@ def default_model(cfg: ExperimentConfig, categories: list[dict] | None) -> torch
     return SpatialFlow(model_config(cfg.model["preset"], **overrides))
 
 
+def build_optimizer(params: list[torch.nn.Parameter], t: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's recipe) or AdamW (``momentum`` is then beta1)."""
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, betas=(t.momentum, 0.999), weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
 def dataset_categories(dataset: Dataset) -> list[dict] | None:
     """The COCO ``categories`` list of a PanopticDataset (None for datasets without one)."""
     cats = getattr(dataset, "categories", None)
@@ -225,7 +232,7 @@ def train(
                           f"{skipped[:3]}", stacklevel=2)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    optimizer = build_optimizer(params, t)
     iters_per_epoch = math.ceil(len(_epoch_indices(len(dataset), 0, t.seed, dist_info)) / per_process_batch)
     per_unit = iters_per_epoch if t.unit == "epoch" else 1
     finetune_iters = t.finetune.length * per_unit if t.finetune else 0

@@ -41,6 +41,10 @@ from spatialflow.panoptic.merge import merge
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# The layers whose shape depends on the classes (fnmatch patterns over parameter names): the only ones
+# trained in the first phase of the Cityscapes-from-COCO recipe (paper supplement, Table 7 "-COCO").
+CLASS_DEPENDENT_PARAMETERS = ("cls_head.conv.*", "stuff_head.classifier.*", "mask_head.predictor.mask_fcn_logits.*")
+
 
 @dataclass
 class RawOutputs:

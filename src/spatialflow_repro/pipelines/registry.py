@@ -9,6 +9,8 @@ from kedro.pipeline import Pipeline
 
 from spatialflow_repro.config_loader import PARAMS_FILE
 from spatialflow_repro.pipelines.data_prep import pipeline as data_prep
+from spatialflow_repro.pipelines.figures import pipeline as figures
+from spatialflow_repro.pipelines.tables import pipeline as tables
 from spatialflow_repro.pipelines.train import pipeline as train
 from spatialflow_repro.rows import testdev_rows, trained_rows
 
@@ -32,13 +34,9 @@ def build_pipelines(params: dict | None = None) -> dict[str, Pipeline]:
         "lambda_search": train.create_lambda_search_pipeline(lambda_rows),
         "evaluate": train.create_testdev_pipeline(list(testdev_rows(params))),
     }
-    try:  # tables / figures are wired in their own packages
-        from spatialflow_repro.pipelines.figures import pipeline as figures
-        from spatialflow_repro.pipelines.tables import pipeline as tables
-
-        pipelines["tables"] = tables.create_pipeline(params=params)
-        pipelines["figures"] = figures.create_pipeline(params=params)
-    except ImportError:
-        pass
+    # `kedro run` alone trains and evaluates every row; tables and figures read the row metrics from
+    # disk, so they run after it by name (`kedro run --pipeline tables`), as their DVC stages do.
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    pipelines["tables"] = tables.create_pipeline()
+    pipelines["figures"] = figures.create_pipeline()
     return pipelines
