@@ -7,15 +7,21 @@ collect the results in the small JSON files that the tables read.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import statistics
+import subprocess
 from pathlib import Path
+
+import yaml
 
 from spatialflow.engine import checkpoint as ckpt
 from spatialflow.engine.config import experiment_to_dict, load_experiment_config
 from spatialflow.errors import ConfigError
+from spatialflow.utils.atomic import atomic_write_json, atomic_write_text
 from spatialflow_repro import tracking
+from spatialflow_repro.pipelines.train.launch_row import RESULT_FILE, torchrun_command, train_seed
 from spatialflow_repro.rows import (
     active_profile,
     describe_row,
@@ -59,11 +65,21 @@ def _start_fresh_if_config_changed(cfg_dict: dict) -> None:
         shutil.rmtree(output_dir)
 
 
+def _train_with_torchrun(cfg_dict: dict, row_name: str, row: dict, profile: dict, seed: int, gpus: int) -> dict:
+    """One seed over ``gpus`` GPUs: torchrun runs spatialflow_repro.pipelines.train.launch_row, rank 0 reports back."""
+    output_dir = Path(cfg_dict["output_dir"])
+    config_path, info_path = output_dir / "row_config.yaml", output_dir / "row_info.json"
+    atomic_write_text(config_path, yaml.safe_dump(cfg_dict, sort_keys=False))
+    atomic_write_json(info_path, {"row_name": row_name, "row": row, "profile": profile, "seed": seed})
+    command = torchrun_command(config_path, info_path, gpus)
+    log.info("training %s seed %s on %d GPUs: %s", row_name, seed, gpus, " ".join(command))
+    subprocess.run(command, check=True)
+    return json.loads((output_dir / RESULT_FILE).read_text(encoding="utf-8"))
+
+
 def train_row(row_name: str, params: dict, manifest: dict, stuff_lambda: dict | None = None,
               init_training: dict | None = None) -> dict:
     """Train every seed of one row (resuming interrupted seeds); returns what was trained where."""
-    from spatialflow.engine.trainer import train
-
     row, profile = _row(row_name, params)
     if not row_runs_in_profile(row, profile):
         return _skipped(row_name, row, profile)
@@ -79,22 +95,15 @@ def train_row(row_name: str, params: dict, manifest: dict, stuff_lambda: dict | 
             raise ConfigError(f"row {row_name!r} starts from {row['init_from']!r}, which has no checkpoint in "
                               f"profile {profile['name']!r} (dvc pull it, or train it in its profile first)")
         init_checkpoint = init_training["seeds"][0]["final_model"]
+    gpus = int(profile.get("gpus_per_row", 1))
     seeds = []
     for seed in params["seeds"]:
         cfg_dict = experiment_config(row_name, row, params, manifest, lam, seed, init_checkpoint)
         _start_fresh_if_config_changed(cfg_dict)
-        cfg = load_experiment_config(cfg_dict)
-        with tracking.row_callback(row_name, row, profile, seed, cfg_dict) as tracker:
-            result = train(cfg, callbacks=[tracker], resume=True)
-        seeds.append({
-            "seed": int(seed),
-            "final_model": str(result.final_model),
-            "iterations": int(result.iterations),
-            "seconds": round(float(result.seconds), 3),
-            "iterations_per_second": round(float(result.iterations_per_second), 3),
-            "last_losses": {k: round(float(v), 6) for k, v in result.last_losses.items()},
-            "mlflow_run_id": tracker.run_id,
-        })
+        if gpus > 1:
+            seeds.append(_train_with_torchrun(cfg_dict, row_name, row, profile, seed, gpus))
+        else:
+            seeds.append(train_seed(cfg_dict, row_name, row, profile, seed))
     return {"row": row_name, "profile": profile["name"], "tables": row["tables"], "lambda": lam,
             "lambda_source": lam_source, "ran": describe_row(row, profile), "seeds": seeds}
 
