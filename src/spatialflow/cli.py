@@ -1,4 +1,6 @@
-"""The ``spatialflow`` command: one entry point, one module per sub-command.
+"""spatialflow: SpatialFlow panoptic segmentation outside the pipeline (data, training, evaluation).
+
+One entry point, one module per sub-command.
 
 Each sub-command lives in ``spatialflow/commands/<name>.py`` and defines
 

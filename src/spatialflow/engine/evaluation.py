@@ -6,7 +6,6 @@ Outputs in ``out_dir``: ``panoptic_pred.json``, ``panoptic_pred/<image>.png``, `
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -22,13 +21,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 def read_split_json(path: str | os.PathLike) -> dict:
     """A COCO(-panoptic) JSON with at least ``images`` and ``categories``."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"not valid JSON ({exc})") from None
+    from spatialflow.data.coco_panoptic import read_json
+
+    data = read_json(path)
     for key in ("images", "categories"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise DataError(path, f"missing list '{key}'")

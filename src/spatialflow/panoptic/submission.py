@@ -15,7 +15,6 @@ one annotation.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import zipfile
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from spatialflow.data.coco_panoptic import read_json
 from spatialflow.errors import ConfigError, DataError
 from spatialflow.panoptic.pq import read_segment_ids
 from spatialflow.utils.atomic import atomic_open, atomic_write_json
@@ -39,13 +39,10 @@ def submission_name(method: str, split: str = "test-dev2017") -> str:
 
 
 def _load(path: str | os.PathLike) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"not valid JSON ({exc})") from None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(path, "expected a JSON object")
+    return data
 
 
 def check_prediction(pred: dict, pred_json: str | os.PathLike, pred_dir: str | os.PathLike,
