@@ -137,6 +137,7 @@ def experiment_config(
         "num_workers": int(profile.get("workers", 0)),
         "device": profile.get("device", "auto"),
         "checkpoint_every": int(profile.get("checkpoint_every", 1000)),
+        "keep_checkpoints": int(profile.get("keep_checkpoints", 3)),
         "log_every": int(profile.get("log_every", 20)),
     }
     if init_checkpoint is not None:
