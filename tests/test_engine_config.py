@@ -36,14 +36,14 @@ def test_yaml_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"train": {"lr": 0.1, "epochs": 3}}, r"train: unknown key\(s\) \['epochs'\]"),
-    ({"train": {"unit": "week"}}, "train.unit: must be 'epoch' or 'iteration'"),
+    ({"train": {"lr": 0.1, "epochs": 3}}, r"train.epochs: unknown key"),
+    ({"train": {"unit": "week"}}, "train.unit: Input should be 'epoch' or 'iteration', got 'week'"),
     ({"train": {"length": 10, "decay_steps": [16]}}, "train.decay_steps: must be increasing and within"),
-    ({"train": {"amp": "fp8"}}, "train.amp: must be one of"),
-    ({"train": {"batch_size": 0}}, "train.batch_size: must be > 0"),
-    ({"data": {"train": {"json": "x.json"}}}, "data.train: .*image_dir"),
+    ({"train": {"amp": "fp8"}}, "train.amp: Input should be 'none', 'bf16' or 'fp16'"),
+    ({"train": {"batch_size": 0}}, "train.batch_size: Input should be greater than or equal to 1, got 0"),
+    ({"data": {"train": {"json": "x.json"}}}, "data.train.image_dir: required key missing"),
     ({"model": {"depth": 50}}, "'preset'"),
-    ({"trian": {}}, r"unknown top-level key\(s\) \['trian'\]"),
+    ({"trian": {}}, r"trian: unknown key"),
 ])
 def test_invalid_configs_name_the_key(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -55,5 +55,5 @@ def test_config_file_errors_name_the_file(tmp_path):
         load_experiment_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {lr: 0.1, unit: week}\nmodel: {preset: x}\n")
-    with pytest.raises(ConfigError, match="bad.yaml: train.unit"):
+    with pytest.raises(ConfigError, match="bad.yaml: train.unit"):  # the first error of the file
         load_experiment_config(bad)

@@ -31,22 +31,36 @@ def test_train_resume_and_predict_with_the_real_model(tmp_path, capsys):
         "data": {"train": {"json": str(train_split.json_path), "png_dir": str(train_split.png_dir),
                            "image_dir": str(train_split.image_dir)},
                  "transforms": {"min_size": 64, "max_size": 64, "flip": 0.5}},
-        "train": {"lr": 0.01, "batch_size": 2, "unit": "epoch", "length": 2, "decay_steps": [2],
-                  "warmup_iters": 2, "checkpoint_every": 2, "log_every": 1, "num_workers": 0, "device": "cpu"},
+        "train": {"lr": 0.01, "batch_size": 2, "unit": "epoch", "length": 1, "decay_steps": [1],
+                  "warmup_iters": 2},
+        "run": {"checkpoint_every": 2, "log_every": 1, "num_workers": 0, "device": "cpu"},
     }
     config_file = tmp_path / "row.yaml"
     config_file.write_text(yaml.safe_dump(config))
 
-    # 4 images, batch 2 -> 2 iterations per epoch; 1 epoch first (output_dir override), then resume to 2.
-    one_epoch = {**config, "train": {**config["train"], "length": 1, "decay_steps": [1]}}
-    (tmp_path / "one.yaml").write_text(yaml.safe_dump(one_epoch))
-    assert main(["train", "--config", str(tmp_path / "one.yaml")]) == 0
+    # 4 images, batch 2 -> 2 iterations per epoch.
+    assert main(["train", "--config", str(config_file)]) == 0
     assert json.loads(capsys.readouterr().out)["iterations"] == 2
-    with pytest.warns(UserWarning, match="different config"):  # the length changed from 1 to 2 epochs
-        assert main(["train", "--config", str(config_file), "--resume"]) == 0
+    # Another run setting (log_every) is the same training: it resumes, here at its end.
+    same = {**config, "run": {**config["run"], "log_every": 2}}
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump(same))
+    assert main(["train", "--config", str(tmp_path / "same.yaml"), "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["start_iteration"] == 2
+    # Another training identity (2 epochs) is refused with one line, then moved aside with --replace.
+    longer = {**config, "train": {**config["train"], "length": 2, "decay_steps": [2]}}
+    (tmp_path / "longer.yaml").write_text(yaml.safe_dump(longer))
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert main(["train", "--config", str(tmp_path / "longer.yaml"), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another training identity (train.decay_steps: [1] -> [2])" in err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before  # nothing touched
+    with pytest.warns(UserWarning, match="moved it to"):
+        assert main(["train", "--config", str(tmp_path / "longer.yaml"), "--resume", "--replace"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert (report["start_iteration"], report["iterations"]) == (2, 4)
+    assert (report["start_iteration"], report["iterations"]) == (0, 4)
     assert set(report["last_losses"]) == {"cls", "reg", "mask", "stuff", "total"}
+    moved = list(tmp_path.glob("run.replaced-*"))
+    assert len(moved) == 1 and (moved[0] / "model_final.pt").is_file()
     state = ckpt.load_checkpoint(tmp_path / "run" / "model_final.pt")
     assert state["iteration"] == 4 and [c["id"] for c in state["categories"]][:1] == [1]
 

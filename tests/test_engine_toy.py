@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from spatialflow.engine.config import ExperimentConfig, load_experiment_config
+from spatialflow.engine.config import RUN_KEYS, ExperimentConfig, load_experiment_config
 
 
 class ToyModel(torch.nn.Module):
@@ -55,15 +55,17 @@ class ToyDataset(torch.utils.data.Dataset):
 
 
 def toy_config(output_dir, **train) -> ExperimentConfig:
-    """Iteration-based tiny recipe; ``train`` overrides TrainConfig fields."""
+    """Iteration-based tiny recipe; ``train`` overrides TrainConfig or RunConfig fields. (The model section
+must be a valid SpatialFlow config; the toy factories ignore it.)"""
     recipe = {"lr": 0.1, "batch_size": 2, "unit": "iteration", "length": 20, "decay_steps": [15],
               "warmup_iters": 5, "warmup_ratio": 0.1, "checkpoint_every": 10, "log_every": 5, "seed": 3,
               "num_workers": 0, "device": "cpu", "deterministic": True}
     recipe.update(train)
     if "decay_steps" not in train:
         recipe["decay_steps"] = [s for s in recipe["decay_steps"] if s <= recipe["length"]]
-    return load_experiment_config({"model": {"preset": "toy"}, "train": recipe, "output_dir": str(output_dir),
-                                   "name": "toy"})
+    run = {key: recipe.pop(key) for key in list(recipe) if key in RUN_KEYS}  # run settings: never the weights
+    return load_experiment_config({"model": {"preset": "baseline"}, "train": recipe, "run": run,
+                                   "output_dir": str(output_dir), "name": "toy"})
 
 
 def toy_factories(nan_at_call: int | None = None, flip: bool = True) -> dict:

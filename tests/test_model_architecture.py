@@ -220,7 +220,7 @@ def test_stuff_loss_ignores_void_and_padding():
 
 def test_imagenet_weights_only_from_the_local_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    with pytest.raises(CheckpointError, match="not in torchvision's cache"):
+    with pytest.raises(CheckpointError, match="pretrained weights for ResNet-18 not found"):
         ResNetFPN(18, 16, pretrained=True)
     source = ResNetFPN(18, 16)
     path = imagenet_weights_path(18)

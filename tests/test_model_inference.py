@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spatialflow.engine.inference import TTA_PRESETS, TTAConfig, _flip_boxes, predict, resized_size
+from spatialflow.inference.predict import TTA_PRESETS, TTAConfig, _flip_boxes, predict, resized_size
 from spatialflow.errors import ConfigError
 from spatialflow.models.config import model_config
 from spatialflow.models.spatialflow import SpatialFlow
@@ -17,8 +17,8 @@ torch.set_num_threads(1)
 def tiny_model(seed: int = 0) -> SpatialFlow:
     torch.manual_seed(seed)
     cfg = model_config("spatialflow", depth=18, fpn_channels=32, stuff_channels=32, mask_channels=32,
-                       num_things=3, num_stuff=2, merge={"stuff_area_limit": 16, "score_threshold": 0.3})
-    model = SpatialFlow(cfg).eval()
+                       num_things=3, num_stuff=2)
+    model = SpatialFlow(cfg, inference={"merge": {"stuff_area_limit": 16, "score_threshold": 0.3}}).eval()
     torch.nn.init.zeros_(model.cls_head.conv.bias)  # untrained scores ~0.5: plenty of detections
     return model
 

@@ -9,7 +9,7 @@ import torch
 
 from spatialflow.data.dataset import PanopticDataset
 from spatialflow.data.synthetic import generate_synthetic
-from spatialflow.engine.inference import predict
+from spatialflow.inference.predict import predict
 from spatialflow.models.config import model_config
 from spatialflow.models.spatialflow import SpatialFlow
 from spatialflow.panoptic.merge import to_coco_segments
@@ -31,9 +31,8 @@ def test_tiny_spatialflow_learns_synthetic_panoptic_scenes(tmp_path):
     images, targets = zip(*(data[i] for i in range(len(data))))
     cats = data.categories
     cfg = model_config("spatialflow", depth=18, fpn_channels=32, stuff_channels=32, mask_channels=32,
-                       num_things=cats.num_things, num_stuff=cats.num_stuff, stuff_lambda=1.0,
-                       merge={"stuff_area_limit": 16, "score_threshold": 0.3})
-    model = SpatialFlow(cfg)
+                       num_things=cats.num_things, num_stuff=cats.num_stuff, stuff_lambda=1.0)
+    model = SpatialFlow(cfg, inference={"merge": {"stuff_area_limit": 16, "score_threshold": 0.3}})
 
     def panoptic_quality() -> float:
         acc = PQAccumulator(list(cats.categories))

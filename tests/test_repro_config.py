@@ -50,10 +50,10 @@ def test_dotted_runtime_keys_are_nested_too(tmp_path):
 
 def test_the_real_project_session_sees_params_yaml_and_overrides(repo_root):
     bootstrap_project(repo_root)
-    runtime = _split_params(None, None, "profiles.tiny.schedule.coco.lr=0.123")
+    runtime = _split_params(None, None, "profiles.tiny.training.schedule.coco.lr=0.123")
     with KedroSession.create(project_path=repo_root, env="repro", runtime_params=runtime) as session:
         params = session.load_context().params
     on_disk = yaml.safe_load((repo_root / "params.yaml").read_text())
-    expected = dict(on_disk["profiles"]["tiny"]["schedule"]["coco"], lr=0.123)
-    assert params["profiles"]["tiny"]["schedule"]["coco"] == expected
+    expected = dict(on_disk["profiles"]["tiny"]["training"]["schedule"]["coco"], lr=0.123)
+    assert params["profiles"]["tiny"]["training"]["schedule"]["coco"] == expected
     assert params["rows"] == on_disk["rows"]

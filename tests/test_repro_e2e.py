@@ -38,13 +38,18 @@ def _micro_params(params: dict) -> dict:
     micro["tables"] = [1, 2, 5]
     micro["datasets"]["coco"].update(image_size=[64, 64], num_train=6, num_val=3, num_test=3)
     micro["datasets"]["cityscapes"].update(image_size=[64, 128], num_train=2, num_val=2, num_test=2)
-    micro["sizes"] = {"600": [48, 64], "800": [64, 64], "cityscapes": [64, 128]}
-    micro["model"].update(fpn_channels=32, stuff_channels=32)
-    micro["schedule"]["coco"].update(length=4, decay_steps=[3], warmup_iters=1, batch_size=2)
-    micro["tta"]["coco"] = {"scales": [[48, 64], [64, 80]], "flip": True}
-    micro.update(checkpoint_every=2, log_every=1)
+    training = micro["training"]
+    training["backbones"] = {"R50": 18, "R101": 18}
+    training["sizes"] = {"600": [48, 64], "800": [64, 64], "cityscapes": [64, 128]}
+    training["model"].update(fpn_channels=32, stuff_channels=32, mask_channels=32)
+    training["schedule"]["coco"].update(length=4, decay_steps=[3], warmup_iters=1, batch_size=2)
+    micro["inference"]["tta"]["coco"] = {"scales": [[48, 64], [64, 80]], "flip": True}
+    micro["run"].update(checkpoint_every=2, log_every=1)
     params["profiles"]["micro"] = micro
     params["profile"] = "micro"
+    params["seeds"] = {"values": [0], "tables": [1, 2, 3]}
+    params["pretrain_backbones"] = {"resnet18": {"depth": 18, "iterations": 2, "batch_size": 4, "lr": 0.01,
+                                                 "num_images": 8, "seed": 0}}
     params["lambda_rows"] = {"t1_lambda_0_25": params["lambda_rows"]["t1_lambda_0_25"]}
     params["rows"] = {name: params["rows"][name] for name in ("t2_baseline", "t2_spatialflow")}
     params["pretrained_rows"] = {}
@@ -118,6 +123,8 @@ def test_every_trained_row_is_an_mlflow_run(micro_project):
     assert run.info.status == "FINISHED"
     assert run.data.tags["profile"] == "micro" and run.data.tags["seed"] == "0"
     assert run.data.tags["dvc_stage"] == "train@t2_spatialflow"
+    assert run.data.params["run.log_every"] == "1" and run.data.params["model.backbone_weights"].endswith(
+        "resnet18/weights.pt")
     assert "pq_all" in run.data.metrics and "pq_all_test" in run.data.metrics
     assert run.data.params["model.preset"] == "spatialflow"
 
@@ -143,13 +150,97 @@ def test_fresh_clone_pulls_checkpoints_and_retrains_nothing(micro_project):
     assert "Running stage" not in output, output
 
 
-def test_changing_one_row_retrains_only_that_row(micro_project):
+def _changed_stages(project: Path, env: dict) -> set[str]:
+    """Stage names `dvc status` reports as changed (their own deps or params, not upstream outputs)."""
+    out = _run(["dvc", "status", "--json"], project, env)
+    return set(json.loads(out[out.index("{"):])) if "{" in out else set()
+
+
+def _edit_params(project: Path, change) -> str:
+    path = project / "params.yaml"
+    before = path.read_text()
+    params = yaml.safe_load(before)
+    change(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return before
+
+
+EVALUATION = ("evaluate_lambda@", "evaluate_val@", "evaluate_pretrained@", "evaluate_testdev@")
+
+
+def test_a_merge_threshold_reevaluates_and_never_retrains(micro_project):
     project, env = micro_project["project"], micro_project["env"]
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["rows"]["t2_baseline"]["lambda"] = 0.5
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = _edit_params(project, lambda p: p["profiles"]["micro"]["inference"]["merge"]["coco"].update(
+        score_threshold=0.5))
+    try:
+        changed = _changed_stages(project, env)
+        assert changed == {"evaluate_lambda@t1_lambda_0_25", "evaluate_val@t2_baseline",
+                           "evaluate_val@t2_spatialflow", "evaluate_testdev@t2_spatialflow"}, changed
+    finally:
+        (project / "params.yaml").write_text(before)
+
+
+def test_b_touching_pq_code_reevaluates_only(micro_project):
+    project, env = micro_project["project"], micro_project["env"]
+    pq = project / "src/spatialflow/panoptic/pq.py"
+    before = pq.read_text()
+    pq.write_text(before + "\n# a comment\n")
+    try:
+        changed = _changed_stages(project, env)
+        assert changed and all(name.startswith(EVALUATION) for name in changed), changed
+    finally:
+        pq.write_text(before)
+
+
+def test_c_touching_the_cli_or_readme_reruns_nothing(micro_project):
+    project, env = micro_project["project"], micro_project["env"]
+    for rel in ("src/spatialflow/cli.py", "README.md", "src/spatialflow/commands/evaluate.py"):
+        path = project / rel
+        before = path.read_text()
+        path.write_text(before + "\n")
+        try:
+            assert _changed_stages(project, env) == set(), rel
+        finally:
+            path.write_text(before)
+
+
+def test_d_run_settings_retrain_nothing(micro_project):
+    project, env = micro_project["project"], micro_project["env"]
+    before = _edit_params(project, lambda p: p["profiles"]["micro"]["run"].update(log_every=3, checkpoint_every=5,
+                                                                                    workers=1))
+    try:
+        assert _changed_stages(project, env) == set()
+    finally:
+        (project / "params.yaml").write_text(before)
+
+
+def test_e_a_rows_schedule_retrains_that_row_and_keeps_its_old_checkpoints(micro_project):
+    project, env = micro_project["project"], micro_project["env"]
+    old_final = project / "data/06_models/t2_baseline/seed0/model_final.pt"
+    old_bytes = old_final.read_bytes()
+    _edit_params(project, lambda p: p["rows"]["t2_baseline"].update(schedule={"length": 5}))
+    changed = _changed_stages(project, env) - {"select_lambda"}  # reads every row's entry; rewrites no file
+    assert changed == {"train@t2_baseline"}, changed
     output = _run(["dvc", "repro"], project, env)
     assert "Running stage 'train@t2_baseline'" in output
     for unchanged in ("train@t2_spatialflow", "table1@t1_lambda_0_25", "prepare_data",
-                      "evaluate_testdev@t2_spatialflow"):
+                      "evaluate_testdev@t2_spatialflow", "pretrain_backbone@resnet18"):
+        assert f"Running stage '{unchanged}'" not in output, unchanged
+    moved = list((project / "data/06_models/t2_baseline").glob("seed0.replaced-*"))
+    assert len(moved) == 1 and (moved[0] / "model_final.pt").read_bytes() == old_bytes  # nothing thrown away
+    assert json.loads((project / "data/06_models/t2_baseline/seed0/train_result.json").read_text())["iterations"] == 5
+    listing = subprocess.run([sys.executable, "-m", "spatialflow.cli", "clean-replaced", "data/06_models"],
+                             cwd=project, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert listing.returncode == 0 and "seed0.replaced-" in listing.stdout and "pass --yes" in listing.stdout
+    assert moved[0].is_dir()  # listed, not removed without --yes
+
+
+def test_changing_one_rows_lambda_retrains_only_that_row(micro_project):
+    project, env = micro_project["project"], micro_project["env"]
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["rows"]["t2_spatialflow"]["lambda"] = 0.5
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = _run(["dvc", "repro"], project, env)
+    assert "Running stage 'train@t2_spatialflow'" in output
+    for unchanged in ("train@t2_baseline", "table1@t1_lambda_0_25", "prepare_data"):
         assert f"Running stage '{unchanged}'" not in output, unchanged

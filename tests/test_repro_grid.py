@@ -8,7 +8,8 @@ from dvc.repo import Repo
 
 from spatialflow.errors import ConfigError
 from spatialflow_repro.pipelines.registry import build_pipelines
-from spatialflow_repro.pipelines.train.nodes import select_lambda, summarise
+from spatialflow_repro.pipelines.evaluate.nodes import summarise
+from spatialflow_repro.pipelines.train.nodes import select_lambda
 from spatialflow_repro import rows as grid
 from spatialflow_repro.rows import describe_row, row_lambda, trained_rows
 
@@ -32,7 +33,11 @@ def test_dvc_stages_are_the_rows_of_params_yaml(params, stages):
     assert _suffixes(stages, "table1") == set(params["lambda_rows"])
     assert _suffixes(stages, "train") == set(params["rows"])
     assert _suffixes(stages, "train_pretrained") == set(params["pretrained_rows"])
+    assert _suffixes(stages, "evaluate_lambda") == set(params["lambda_rows"])
+    assert _suffixes(stages, "evaluate_val") == set(params["rows"])
+    assert _suffixes(stages, "evaluate_pretrained") == set(params["pretrained_rows"])
     assert _suffixes(stages, "evaluate_testdev") == set(params["testdev_rows"])
+    assert _suffixes(stages, "pretrain_backbone") == set(params["pretrain_backbones"])
     assert len(trained_rows(params)) == 8 + 17 + 1  # Table 1, Tables 2-7 (shared rows once), Table 7 -COCO
 
 
@@ -40,6 +45,8 @@ def test_kedro_namespaces_are_the_rows_of_params_yaml(params):
     pipelines = build_pipelines(params)
     train_namespaces = {n.namespace for n in pipelines["train"].nodes}
     assert train_namespaces == set(trained_rows(params))
+    assert {n.namespace for n in pipelines["evaluate_val"].nodes} == set(trained_rows(params))
+    assert {n.name.split(".")[-1] for n in pipelines["train"].nodes} == {"train"}  # training only
     assert {n.namespace for n in pipelines["evaluate"].nodes} == set(grid.testdev_rows(params))
 
 
@@ -49,9 +56,10 @@ def test_lambda_search_and_tables_read_only_row_metrics(params, stages):
     deps = {str(d.def_path) for d in stages["select_lambda"].deps} - {"params.yaml"}
     assert deps == {"data/08_reporting/metrics/lambda"}
     for row in params["lambda_rows"]:
-        assert f"data/08_reporting/metrics/lambda/{row}.json" in {str(o.def_path) for o in stages[f"table1@{row}"].outs}
+        outs = {str(o.def_path) for o in stages[f"evaluate_lambda@{row}"].outs}
+        assert f"data/08_reporting/metrics/lambda/{row}.json" in outs
     for row in params["rows"]:
-        assert f"data/08_reporting/metrics/val/{row}.json" in {str(o.def_path) for o in stages[f"train@{row}"].outs}
+        assert f"data/08_reporting/metrics/val/{row}.json" in {str(o.def_path) for o in stages[f"evaluate_val@{row}"].outs}
     table_deps = {str(d.def_path) for d in stages["tables"].deps}
     assert {"data/08_reporting/metrics", "data/08_reporting/lambda_search.json"} <= table_deps
     assert not any(dep.startswith(("data/06_models", "data/07_model_output")) for dep in table_deps)
@@ -100,7 +108,43 @@ def test_summarise_mean_and_sample_std_over_seeds():
 def test_describe_row_says_what_it_stands_for(params):
     profile = {**params["profiles"]["tiny"], "name": "tiny"}
     text = describe_row(params["rows"]["t4_r101_800"], profile)
-    depth, (short, longest) = params["profiles"]["tiny"]["backbones"]["R101"], params["profiles"]["tiny"]["sizes"]["800"]
-    length = params["profiles"]["tiny"]["schedule"]["coco"]["length"]
+    training = params["profiles"]["tiny"]["training"]
+    depth, (short, longest) = training["backbones"]["R101"], training["sizes"]["800"]
+    length = training["schedule"]["coco"]["length"]
     assert text == (f"ResNet-{depth}, shorter side {short} px (max {longest}), shapes-coco, {length} iterations"
                     " -- stands for ResNet-101 @ 800 px on COCO")
+
+
+def _params_deps(stage) -> set[str]:
+    return {key for dep in stage.deps if hasattr(dep, "params") for key in (dep.params or [])}
+
+
+def test_train_stages_depend_on_the_training_identity_only(params, stages):
+    """Training reads the training code and params; never the inference settings, run settings, PQ or CLI."""
+    from spatialflow.engine.run_dir import TRAINING_CODE
+
+    profile = params["profile"]
+    for name, stage in stages.items():
+        if not name.startswith(("table1@", "train@", "train_pretrained@")):
+            continue
+        deps = {str(d.def_path) for d in stage.deps}
+        assert set(TRAINING_CODE) <= deps, name
+        assert not any(d.startswith(("src/spatialflow/panoptic", "src/spatialflow/inference", "src/spatialflow/cli",
+                                     "src/spatialflow/commands", "src/spatialflow/benchmarks", "README", "docs"))
+                       for d in deps), name
+        keys = _params_deps(stage)
+        assert not any(k.startswith((f"profiles.{profile}.inference", f"profiles.{profile}.run")) for k in keys)
+        assert any(k.startswith(f"profiles.{profile}.training") for k in keys), name
+
+
+def test_evaluation_stages_depend_on_inference_settings_not_training(params, stages):
+    profile = params["profile"]
+    for name, stage in stages.items():
+        if not name.startswith(("evaluate_lambda@", "evaluate_val@", "evaluate_pretrained@", "evaluate_testdev@")):
+            continue
+        deps = {str(d.def_path) for d in stage.deps}
+        assert {"src/spatialflow/inference", "src/spatialflow/panoptic"} <= deps, name
+        assert "src/spatialflow/engine" not in deps and "src/spatialflow/cli.py" not in deps, name
+        keys = _params_deps(stage)
+        assert any(k.startswith(f"profiles.{profile}.inference") for k in keys), name
+        assert not any(k.startswith((f"profiles.{profile}.training", f"profiles.{profile}.run")) for k in keys)

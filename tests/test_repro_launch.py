@@ -23,8 +23,9 @@ def test_a_row_trains_under_torchrun_with_two_processes(tmp_path, repo_root, mon
         role: {"json": str(written[name].json_path), "png_dir": str(written[name].png_dir),
                "image_dir": str(written[name].image_dir)} for role, name in (("train", "train"), ("val", "val"))}}}
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["profiles"]["tiny"]["schedule"]["coco"].update(length=2, decay_steps=[1], warmup_iters=1, batch_size=2)
-    params["profiles"]["tiny"]["model"].update(fpn_channels=32)
+    params["profiles"]["tiny"]["training"]["schedule"]["coco"].update(length=2, decay_steps=[1], warmup_iters=1,
+                                                                      batch_size=2)
+    params["profiles"]["tiny"]["training"]["model"].update(fpn_channels=32, pretrained_backbone=False)
     row = trained_rows(params)["t2_spatialflow"]
     cfg = experiment_config("t2_spatialflow", row, params, manifest, stuff_lambda=0.25, seed=0)
     cfg["output_dir"] = str(tmp_path / "row")

@@ -11,6 +11,7 @@ import re
 import pytest
 import yaml
 
+from spatialflow.models.config import SpatialFlowConfig
 from spatialflow_repro.rows import active_profile, experiment_config, trained_rows
 
 
@@ -33,7 +34,7 @@ def _find(pattern: str, text: str) -> re.Match:
 def test_coco_schedule_matches_reference(params, reference):
     m = _find(r"COCO: lr ([\d.e-]+), (\d+) epochs, /10 at epochs (\d+) and (\d+), linear warm-up (\d+) iters "
               r"from ratio (\d+\.\d+)", reference)
-    schedule = params["profiles"]["coco"]["schedule"]["coco"]
+    schedule = params["profiles"]["coco"]["training"]["schedule"]["coco"]
     assert schedule["lr"] == float(m.group(1)) == 0.005
     assert schedule["unit"] == "epoch" and schedule["length"] == int(m.group(2)) == 20
     assert schedule["decay_steps"] == [int(m.group(3)), int(m.group(4))] == [16, 19]
@@ -48,7 +49,7 @@ def test_coco_schedule_matches_reference(params, reference):
 def test_cityscapes_schedule_matches_reference(params, reference):
     m = _find(r"Cityscapes: lr ([\d.e-]+), (\d+) epochs, /10 at (\d+) and (\d+); (\d+)x(\d+) crops after "
               r"random scale (\d+\.\d+)-(\d+\.\d+)", reference)
-    schedule = params["profiles"]["cityscapes"]["schedule"]["cityscapes"]
+    schedule = params["profiles"]["cityscapes"]["training"]["schedule"]["cityscapes"]
     assert schedule["lr"] == float(m.group(1)) == 0.0125
     assert schedule["length"] == int(m.group(2)) == 176 and schedule["unit"] == "epoch"
     assert schedule["decay_steps"] == [int(m.group(3)), int(m.group(4))]
@@ -59,7 +60,7 @@ def test_cityscapes_schedule_matches_reference(params, reference):
 
 def test_coco_image_sizes_and_lambda(params, reference):
     m = _find(r"shorter side (\d+) \(max (\d+)\) or (\d+) \(max (\d+)\)", reference)
-    sizes = params["profiles"]["coco"]["sizes"]
+    sizes = params["profiles"]["coco"]["training"]["sizes"]
     assert sizes["600"] == [int(m.group(1)), int(m.group(2))] == [600, 1000]
     assert sizes["800"] == [int(m.group(3)), int(m.group(4))] == [800, 1333]
     m = _find(r"lambda = ([\d.]+) on COCO \(Table 1 search\), ([\d.]+) on Cityscapes", reference)
@@ -72,19 +73,23 @@ def test_coco_image_sizes_and_lambda(params, reference):
 def test_detection_settings_match_reference(params, reference, profile):
     m = _find(r"Detection: score > ([\d.]+), up to (\d+) candidates per level, per-class NMS IoU ([\d.]+), "
               r"top-(\d+) boxes", reference)
-    det = params["profiles"][profile]["detection"]
+    det = params["profiles"][profile]["inference"]["detection"]
     assert det == {"score_thresh": float(m.group(1)), "pre_nms_topk": int(m.group(2)),
-                   "nms_thresh": float(m.group(3)), "train_nms_thresh": 0.4, "max_detections": int(m.group(4))}
+                   "nms_thresh": float(m.group(3)), "max_detections": int(m.group(4)), "mask_threshold": 0.5}
     assert det["nms_thresh"] == 0.4 and det["max_detections"] == 100
-    _find(r"NMS IoU \*\*0\.4\*\*", reference)  # the mask-head proposals (train NMS)
+    _find(r"NMS IoU \*\*0\.4\*\*", reference)  # the mask-head proposals (train NMS): the model's defaults
+    train = SpatialFlowConfig()
+    assert (train.train_score_thresh, train.train_pre_nms_topk, train.train_nms_thresh,
+            train.train_max_proposals) == (float(m.group(1)), int(m.group(2)), 0.4, int(m.group(4)))
+    assert "train_max_proposals" not in params["profiles"][profile]["training"]["model"]
 
 
 def test_merge_thresholds_match_reference(params, reference):
     conf = _find(r"confidence threshold \(COCO ([\d.]+); Cityscapes ([\d.]+)\)", reference)
     overlap = _find(r"overlap threshold \(COCO ([\d.]+); Cityscapes ([\d.]+)\)", reference)
     area = _find(r"stuff area limit\s+\(COCO (\d+); Cityscapes (\d+)\)", reference)
-    coco = params["profiles"]["coco"]["merge"]["coco"]
-    city = params["profiles"]["cityscapes"]["merge"]["cityscapes"]
+    coco = params["profiles"]["coco"]["inference"]["merge"]["coco"]
+    city = params["profiles"]["cityscapes"]["inference"]["merge"]["cityscapes"]
     assert coco == {"score_threshold": float(conf.group(1)), "overlap_threshold": float(overlap.group(1)),
                     "stuff_area_limit": int(area.group(1))} == {"score_threshold": 0.37, "overlap_threshold": 0.37,
                                                                 "stuff_area_limit": 4900}
@@ -95,18 +100,20 @@ def test_merge_thresholds_match_reference(params, reference):
 def test_tta_scales_and_finetune_recipe_match_reference(params, reference):
     m = _find(r"scales COCO \((\d+),(\d+)\), \((\d+),(\d+)\), \((\d+),(\d+)\)", reference)
     longs, shorts = [int(m.group(i)) for i in (1, 3, 5)], [int(m.group(i)) for i in (2, 4, 6)]
-    assert params["profiles"]["coco"]["tta"]["coco"] == {"scales": [list(p) for p in zip(shorts, longs)], "flip": True}
+    assert params["profiles"]["coco"]["inference"]["tta"]["coco"] == {"scales": [list(p) for p in zip(shorts, longs)], "flip": True}
     scales = re.findall(r"\((\d+),(\d+)\)", _find(r"Cityscapes (\(\d+,\d+\)(, )?)+", reference).group(0))
-    assert params["profiles"]["cityscapes"]["tta"]["cityscapes"]["scales"] == [[int(s), int(l)] for l, s in scales]
+    assert params["profiles"]["cityscapes"]["inference"]["tta"]["cityscapes"]["scales"] == [[int(s), int(l)] for l, s in scales]
     m = _find(r"fine-tune only class-dependent layers for (\d+) epochs at lr ([\d.e-]+)", reference)
-    assert params["profiles"]["cityscapes"]["finetune_from_coco"] == {"length": int(m.group(1)), "lr": float(m.group(2))}
+    assert params["profiles"]["cityscapes"]["training"]["finetune_from_coco"] == {"length": int(m.group(1)), "lr": float(m.group(2))}
 
 
 def test_real_profiles_use_paper_backbones_and_channels(params):
     for name in ("coco", "cityscapes"):
         profile = params["profiles"][name]
-        assert profile["backbones"] == {"R50": 50, "R101": 101}
-        assert profile["model"]["fpn_channels"] == 256 and profile["model"]["pretrained_backbone"] is True
+        assert profile["training"]["backbones"] == {"R50": 50, "R101": 101}
+        model = profile["training"]["model"]
+        assert model["fpn_channels"] == 256 and model["pretrained_backbone"] is True
+        assert "backbone_weights" not in model  # torchvision's ImageNet files, not the tiny stand-in
 
 
 def test_a_coco_row_resolves_to_the_paper_recipe(params):
@@ -120,5 +127,5 @@ def test_a_coco_row_resolves_to_the_paper_recipe(params):
     assert cfg["model"]["depth"] == 101 and cfg["model"]["num_things"] == 80 and cfg["model"]["num_stuff"] == 53
     assert cfg["model"]["stuff_lambda"] == 0.25 and cfg["model"]["preset"] == "spatialflow"
     assert cfg["data"]["transforms"]["min_size"] == 800 and cfg["data"]["transforms"]["max_size"] == 1333
-    assert cfg["train"]["lr"] == 0.005 and cfg["train"]["batch_size"] == 8 and cfg["train"]["device"] == "cuda"
+    assert cfg["train"]["lr"] == 0.005 and cfg["train"]["batch_size"] == 8 and cfg["run"]["device"] == "cuda"
     assert active_profile(coco_params)["lambda"] == 0.25

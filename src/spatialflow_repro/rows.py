@@ -47,6 +47,20 @@ def active_profile(params: dict) -> dict:
     return {**profiles[name], "name": name}
 
 
+def row_and_profile(row_name: str, params: dict) -> tuple[dict, dict]:
+    """One trained row (with its ``group``) and the active profile."""
+    rows = trained_rows(params)
+    if row_name not in rows:
+        raise ConfigError(f"params.yaml has no trained row {row_name!r}")
+    return rows[row_name], active_profile(params)
+
+
+def skipped_row(row_name: str, row: dict, profile: dict) -> dict:
+    """What a node returns for a row that the active profile does not run."""
+    return {"row": row_name, "profile": profile["name"], "tables": row["tables"], "skipped":
+            f"not run in profile {profile['name']} (tables {profile['tables']}, datasets {sorted(profile['datasets'])})"}
+
+
 def row_runs_in_profile(row: dict, profile: dict) -> bool:
     """A row runs when one of its tables belongs to the profile and the profile has its dataset."""
     return bool(set(row["tables"]) & set(profile["tables"])) and row["dataset"] in profile["datasets"]
@@ -65,9 +79,18 @@ def row_lambda(row: dict, profile: dict, selected: float | None) -> tuple[float,
     return float(value), source
 
 
+def row_seeds(row: dict, params: dict) -> list[int]:
+    """The seeds a row trains: every seed for rows of the seeded tables (1-3), the first one otherwise."""
+    seeds = params.get("seeds") or {}
+    values = [int(v) for v in seeds.get("values") or [0]]
+    if set(row["tables"]) & set(seeds.get("tables") or []):
+        return values
+    return values[:1]
+
+
 def resolve_size(row: dict, profile: dict) -> tuple[int, int]:
     """(shorter side, max size) this profile trains the paper's image size ``row['size']`` at."""
-    sizes = profile.get("sizes") or {}
+    sizes = profile["training"].get("sizes") or {}
     if str(row["size"]) not in sizes:
         raise ConfigError(f"profile {profile['name']!r} has no image size {row['size']!r} (sizes: {sorted(sizes)})")
     short, longest = sizes[str(row["size"])]
@@ -75,7 +98,7 @@ def resolve_size(row: dict, profile: dict) -> tuple[int, int]:
 
 
 def resolve_depth(row: dict, profile: dict) -> int:
-    backbones = profile.get("backbones") or {}
+    backbones = profile["training"].get("backbones") or {}
     if row["backbone"] not in backbones:
         raise ConfigError(f"profile {profile['name']!r} has no backbone {row['backbone']!r}")
     return int(backbones[row["backbone"]])
@@ -84,13 +107,21 @@ def resolve_depth(row: dict, profile: dict) -> int:
 PAPER_BACKBONES = {"R50": "ResNet-50", "R101": "ResNet-101"}
 
 
+def row_schedule(row: dict, profile: dict) -> dict:
+    """The profile's schedule for the row's dataset, with the row's own ``schedule`` keys over it."""
+    schedules = profile["training"].get("schedule") or {}
+    if row["dataset"] not in schedules:
+        raise ConfigError(f"profiles.{profile['name']}.training.schedule: has no entry for dataset {row['dataset']!r}")
+    return {**schedules[row["dataset"]], **(row.get("schedule") or {})}
+
+
 def describe_row(row: dict, profile: dict) -> str:
     """One line saying what a row ran and which paper setting it stands for."""
     depth = resolve_depth(row, profile)
     short, longest = resolve_size(row, profile)
     dataset = profile["datasets"][row["dataset"]]
     data = dataset.get("preset", dataset["kind"])
-    schedule = profile["schedule"][row["dataset"]]
+    schedule = row_schedule(row, profile)
     paper_size = "Cityscapes crops" if row["size"] == "cityscapes" else f"{row['size']} px"
     extra = ", DCN" if row["preset"] == "spatialflow_dcn" else ""
     if row.get("init_from"):
@@ -112,38 +143,34 @@ def experiment_config(
     seed: int,
     init_checkpoint: str | None = None,
 ) -> dict[str, Any]:
-    """The ``spatialflow.engine`` experiment config (a dict) of one row and seed in the active profile."""
+    """The ``spatialflow.engine`` experiment config (a dict) of one row and seed in the active profile:
+    the training identity (model, data, train) from ``profiles.<p>.training``, the run settings (run)
+    from ``profiles.<p>.run``. Inference settings are not part of it (see :func:`inference_settings`)."""
     profile = active_profile(params)
+    training, run = profile["training"], profile.get("run") or {}
     dataset_name = row["dataset"]
     if dataset_name not in manifest:
         raise ConfigError(f"row {name!r} needs dataset {dataset_name!r}, which the data stage did not prepare")
     dataset = manifest[dataset_name]
-    schedule = dict(profile["schedule"][dataset_name])
+    schedule = row_schedule(row, profile)
     short, longest = resolve_size(row, profile)
+    depth = resolve_depth(row, profile)
     model = {
         "preset": row["preset"],
-        "depth": resolve_depth(row, profile),
+        "depth": depth,
         "num_things": dataset["num_things"],
         "num_stuff": dataset["num_stuff"],
         "stuff_lambda": stuff_lambda,
-        "merge": dict(profile["merge"][dataset_name]),
-        **(profile.get("model") or {}),
-        **(profile.get("detection") or {}),
+        **(training.get("model") or {}),
     }
+    if model.get("backbone_weights"):
+        model["backbone_weights"] = str(model["backbone_weights"]).format(depth=depth)
     scale_crop = schedule.pop("scale_crop", None)
-    train = {
-        **schedule,
-        "seed": int(seed),
-        "num_workers": int(profile.get("workers", 0)),
-        "device": profile.get("device", "auto"),
-        "checkpoint_every": int(profile.get("checkpoint_every", 1000)),
-        "keep_checkpoints": int(profile.get("keep_checkpoints", 3)),
-        "log_every": int(profile.get("log_every", 20)),
-    }
+    train = {**schedule, "seed": int(seed)}
     if init_checkpoint is not None:
         train["init_checkpoint"] = init_checkpoint
         if row.get("finetune_class_layers_first"):
-            finetune = profile.get("finetune_from_coco") or {}
+            finetune = training.get("finetune_from_coco") or {}
             train["finetune"] = {
                 "trainable": list(CLASS_DEPENDENT_PARAMETERS),
                 "length": int(finetune["length"]),
@@ -157,5 +184,32 @@ def experiment_config(
             "transforms": {"min_size": short, "max_size": longest, "flip": 0.5, "scale_crop": scale_crop},
         },
         "train": train,
+        "run": {
+            "num_workers": int(run.get("workers", 0)),
+            "device": run.get("device", "auto"),
+            "checkpoint_every": int(run.get("checkpoint_every", 1000)),
+            "keep_checkpoints": int(run.get("keep_checkpoints", 3)),
+            "log_every": int(run.get("log_every", 20)),
+        },
         "output_dir": f"data/06_models/{name}/seed{seed}",
     }
+
+
+def inference_settings(row: dict, profile: dict) -> dict:
+    """The row's ``InferenceConfig`` values: the profile's test-time detection settings and its dataset's
+    merge thresholds (``profiles.<p>.inference``)."""
+    inference = profile.get("inference") or {}
+    merges = inference.get("merge") or {}
+    if row["dataset"] not in merges:
+        raise ConfigError(f"profiles.{profile['name']}.inference.merge: has no entry for dataset {row['dataset']!r}")
+    return {**(inference.get("detection") or {}), "merge": dict(merges[row["dataset"]])}
+
+
+def tta_settings(name: str | None, profile: dict) -> dict | None:
+    """A TTA preset of ``profiles.<p>.inference.tta`` (None: single scale)."""
+    if name is None:
+        return None
+    presets = (profile.get("inference") or {}).get("tta") or {}
+    if name not in presets:
+        raise ConfigError(f"profiles.{profile['name']}.inference.tta: has no preset {name!r} (has {sorted(presets)})")
+    return presets[name]

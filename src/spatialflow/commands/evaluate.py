@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
+from spatialflow.cli import existing_dir, existing_file, output_file, positive_int
 from spatialflow.panoptic.pq import pq_compute
 from spatialflow.utils.atomic import atomic_write_json
 
@@ -12,12 +14,12 @@ HELP = "compute PQ/SQ/RQ (All/Things/Stuff, per class) of COCO-panoptic predicti
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gt-json", required=True, help="ground-truth COCO-panoptic JSON")
-    parser.add_argument("--gt-dir", required=True, help="folder of ground-truth panoptic PNGs")
-    parser.add_argument("--pred-json", required=True, help="predicted COCO-panoptic JSON")
-    parser.add_argument("--pred-dir", required=True, help="folder of predicted panoptic PNGs")
-    parser.add_argument("--json-out", help="write the numbers (per class included) to this JSON file")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--gt-json", required=True, type=existing_file, help="ground-truth COCO-panoptic JSON")
+    parser.add_argument("--gt-dir", required=True, type=existing_dir, help="folder of ground-truth panoptic PNGs")
+    parser.add_argument("--pred-json", required=True, type=existing_file, help="predicted COCO-panoptic JSON")
+    parser.add_argument("--pred-dir", required=True, type=existing_dir, help="folder of predicted panoptic PNGs")
+    parser.add_argument("--json-out", type=output_file, help="write the numbers (per class included) to this JSON file")
+    parser.add_argument("--workers", type=positive_int, default=1,
                         help=f"processes (default 1; this machine has {os.cpu_count()} cores)")
 
 
@@ -31,7 +33,8 @@ def format_table(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = pq_compute(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, workers=args.workers)
+    result = pq_compute(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, workers=args.workers,
+                        progress=sys.stderr.isatty())  # no progress lines in logs / around an error line
     print(format_table(result))
     if args.json_out:
         atomic_write_json(args.json_out, result)

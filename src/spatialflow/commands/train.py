@@ -12,9 +12,12 @@ HELP = "train one row from an experiment config (YAML); --resume continues from 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="experiment config YAML (model, data, train, output_dir)")
+    parser.add_argument("--config", required=True, help="experiment config YAML (model, data, train, run, output_dir)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint")
     parser.add_argument("--output-dir", help="override output_dir of the config")
+    parser.add_argument("--replace", action="store_true",
+                        help="if output_dir holds a run of another training identity, move it aside to "
+                             "<output_dir>.replaced-<time> (never deleted) instead of refusing")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output_dir:
         cfg.output_dir = args.output_dir
     try:
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, replace=args.replace)
         if is_main_process():
             print(json.dumps({"final_model": str(result.final_model), "last_checkpoint": str(result.last_checkpoint),
                               "iterations": result.iterations, "start_iteration": result.start_iteration,

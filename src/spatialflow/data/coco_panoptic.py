@@ -18,7 +18,7 @@ from PIL import Image
 
 from spatialflow.data.categories import IGNORE_INDEX, CategoryMap
 from spatialflow.errors import DataError
-from spatialflow.panoptic.ids import VOID_ID, id2rgb, rgb2id
+from spatialflow.panoptic.ids import VOID_ID, id2rgb
 from spatialflow.utils.atomic import atomic_save_image, atomic_write_json
 
 REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
@@ -40,59 +40,199 @@ class SplitPaths:
 # ----------------------------------------------------------------------------------------------- JSON
 
 
-def json_structure_problems(data: object, path: str | os.PathLike) -> list[DataError]:
-    """Missing keys, duplicate ids and dangling references in a parsed COCO-panoptic JSON."""
-    if not isinstance(data, dict):
-        return [DataError(path, "top level is not a JSON object")]
-    problems = [DataError(path, f"missing top-level key '{key}'") for key in REQUIRED_TOP_KEYS if key not in data]
-    if problems:
-        return problems
+#: Required keys of each kind of COCO-panoptic JSON. ``dataset``: a training / validation set
+#: (validate-data, the reader); ``gt``: evaluate's ground truth; ``pred``: evaluate's prediction;
+#: ``submission``: package-submission's prediction. Keys that are not required are still type-checked.
+_KINDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "dataset": {"top": REQUIRED_TOP_KEYS, "segment": REQUIRED_SEGMENT_KEYS},
+    "gt": {"top": REQUIRED_TOP_KEYS, "segment": ("id", "category_id")},
+    "pred": {"top": ("annotations",), "segment": ("id", "category_id")},
+    "submission": {"top": ("annotations", "categories"), "segment": ("id", "category_id")},
+}
+_ID_LIMIT = 256**3
 
-    def check_list(name: str, required: tuple[str, ...]) -> list[dict]:
-        items = data[name]
-        if not isinstance(items, list):
-            problems.append(DataError(path, f"'{name}' is not a list"))
-            return []
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: key -> (test, what was expected): the same type rules for every kind of JSON.
+_TYPES: dict[str, dict[str, tuple]] = {
+    "image": {
+        "id": (lambda v: _is_int(v) or isinstance(v, str), "an integer or string id"),
+        "file_name": (lambda v: isinstance(v, str) and v != "", "a file name (string)"),
+        "height": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+        "width": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    },
+    "annotation": {
+        "image_id": (lambda v: _is_int(v) or isinstance(v, str), "an integer or string image id"),
+        "file_name": (lambda v: isinstance(v, str) and v != "", "a PNG file name (string)"),
+        "segments_info": (lambda v: isinstance(v, list), "a list of segments"),
+    },
+    "segment": {
+        "id": (lambda v: _is_int(v) and 0 <= v < _ID_LIMIT, "an integer in [0, 256**3)"),
+        "category_id": (_is_int, "an integer category id"),
+        "area": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "bbox": (lambda v: isinstance(v, list) and len(v) == 4 and all(_is_number(x) for x in v),
+                 "[x, y, width, height] numbers"),
+        "iscrowd": (lambda v: v in (0, 1) and not isinstance(v, float), "0 or 1"),
+    },
+    "category": {
+        "id": (_is_int, "an integer"),
+        "name": (lambda v: isinstance(v, str), "a string"),
+        "isthing": (lambda v: v in (0, 1) and not isinstance(v, float), "0 or 1"),
+    },
+}
+
+
+def _shown(value: object) -> str:
+    """A JSON value as the user wrote it, cut short, with its JSON type."""
+    kind = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+    text = json.dumps(value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({kind})"
+
+
+def _item_problem(item: object, where: str, group: str, required: tuple[str, ...]) -> str | None:
+    """The first missing key or wrong type of one item (keys checked for presence, then types)."""
+    if not isinstance(item, dict):
+        return f"{where} is {_shown(item)}; expected an object"
+    missing = [k for k in required if k not in item]
+    if missing:
+        return f"{where} lacks key(s) {', '.join(missing)}"
+    for key, (test, expected) in _TYPES[group].items():
+        if key in item and not test(item[key]):
+            return f"{where}.{key} is {_shown(item[key])}; expected {expected}"
+    return None
+
+
+def png_name_problem(file_name: str) -> str | None:
+    """Why an annotation's ``file_name`` cannot name a file inside the PNG folder (None if it can)."""
+    if file_name.startswith(("/", "\\")) or os.path.isabs(file_name) or (len(file_name) > 1 and file_name[1] == ":"):
+        return "is an absolute path; expected a name relative to the PNG folder"
+    if ".." in file_name.replace("\\", "/").split("/"):
+        return "contains '..'; expected a name inside the PNG folder"
+    return None
+
+
+@dataclass
+class PanopticIndex:
+    """The well-formed part of a checked COCO-panoptic JSON (items with a problem are left out)."""
+
+    images: dict  # image id -> image entry
+    annotations: list[dict]  # annotations whose keys, types and segments are all well-formed
+    category_ids: set
+
+
+def check_panoptic_json(data: object, path: str | os.PathLike, kind: str = "dataset",
+                        nonempty: bool = False) -> tuple[list[DataError], PanopticIndex]:
+    """Every problem of a parsed COCO-panoptic JSON (types before values) and its well-formed part.
+
+    The one JSON check of validate-data, evaluate, package-submission and the reader; ``kind`` only
+    changes which keys are required (see ``_KINDS``). ``nonempty``: a JSON without annotations is a problem.
+    """
+    required = _KINDS[kind]
+    index = PanopticIndex({}, [], set())
+    if not isinstance(data, dict):
+        return [DataError(path, f"top level is {_shown(data)}; expected a JSON object")], index
+    problems = [DataError(path, f"missing top-level key '{key}'") for key in required["top"] if key not in data]
+    for key in REQUIRED_TOP_KEYS:
+        if key in data and not isinstance(data[key], list):
+            problems.append(DataError(path, f"'{key}' is {_shown(data[key])}; expected a list"))
+    if problems:
+        return problems, index
+
+    def well_formed(name: str, group: str, keys: tuple[str, ...]) -> list[dict]:
         good = []
-        for i, item in enumerate(items):
-            missing = [k for k in required if not isinstance(item, dict) or k not in item]
-            if missing:
-                problems.append(DataError(path, f"{name}[{i}] lacks key(s) {', '.join(missing)}"))
+        for i, item in enumerate(data.get(name, [])):
+            problem = _item_problem(item, f"{name}[{i}]", group, keys)
+            if problem:
+                problems.append(DataError(path, problem))
             else:
                 good.append(item)
         return good
 
-    categories = check_list("categories", REQUIRED_CATEGORY_KEYS)
-    images = check_list("images", REQUIRED_IMAGE_KEYS)
-    annotations = check_list("annotations", REQUIRED_ANNOTATION_KEYS)
+    categories = well_formed("categories", "category", REQUIRED_CATEGORY_KEYS)
+    images = well_formed("images", "image", REQUIRED_IMAGE_KEYS)
+    annotations = []
+    for i, ann in enumerate(well_formed("annotations", "annotation", REQUIRED_ANNOTATION_KEYS)):
+        name_problem = png_name_problem(ann["file_name"])
+        if name_problem:
+            problems.append(DataError(path, f"annotation of image {ann['image_id']!r}: file_name "
+                                            f"{ann['file_name']!r} {name_problem}"))
+            continue
+        bad = [_item_problem(seg, f"image {ann['image_id']!r} segments_info[{j}]", "segment", required["segment"])
+               for j, seg in enumerate(ann["segments_info"])]
+        bad = [b for b in bad if b]
+        problems.extend(DataError(path, b) for b in bad)
+        if not bad:
+            annotations.append(ann)
+    if nonempty and not data["annotations"]:
+        problems.append(DataError(path, "has no annotations; expected at least one annotated image"))
 
-    for name, items, key in (("category", categories, "id"), ("image", images, "id"),
-                             ("annotation image_id", annotations, "image_id")):
+    unique = [("category", categories, "id"), ("image", images, "id"), ("annotation image_id", annotations, "image_id")]
+    if kind != "pred":  # evaluate reads each prediction PNG by itself; a dataset or an upload needs one per image
+        unique.append(("annotation file_name", annotations, "file_name"))
+    for name, items, key in unique:
         seen: set = set()
         for item in items:
             if item[key] in seen:
                 problems.append(DataError(path, f"duplicate {name} {item[key]!r}"))
             seen.add(item[key])
 
-    image_ids = {img.get("id") for img in data["images"] if isinstance(img, dict)}
-    annotated = set()
-    for ann in annotations:
-        annotated.add(ann["image_id"])
-        if ann["image_id"] not in image_ids:
-            problems.append(DataError(path, f"annotation for unknown image_id {ann['image_id']!r}"))
-        segments = ann["segments_info"]
-        if not isinstance(segments, list):
-            problems.append(DataError(path, f"segments_info of image {ann['image_id']!r} is not a list"))
-            continue
-        for j, seg in enumerate(segments):
-            missing = [k for k in REQUIRED_SEGMENT_KEYS if not isinstance(seg, dict) or k not in seg]
-            if missing:
-                problems.append(DataError(
-                    path, f"image {ann['image_id']!r} segments_info[{j}] lacks key(s) {', '.join(missing)}"))
-    for img in images:
-        if img["id"] not in annotated:
-            problems.append(DataError(path, f"image {img['id']!r} ({img['file_name']}) has no annotation"))
-    return problems
+    image_ids = {img["id"] for img in images}
+    if "images" in data and kind != "pred":  # for evaluate, the GT (not the prediction's own list) is the reference
+        bad_ids = {img.get("id") for img in data["images"]
+                   if isinstance(img, dict) and isinstance(img.get("id"), (int, str))} - image_ids
+        for ann in annotations:
+            if ann["image_id"] not in image_ids and ann["image_id"] not in bad_ids:
+                problems.append(DataError(path, f"annotation for unknown image_id {ann['image_id']!r}"))
+    annotated = {ann.get("image_id") for ann in data["annotations"]
+                 if isinstance(ann, dict) and isinstance(ann.get("image_id"), (int, str))}
+    if kind in ("dataset", "gt"):
+        for img in images:
+            if img["id"] not in annotated:
+                problems.append(DataError(path, f"image {img['id']!r} ({img['file_name']}) has no annotation"))
+    index.images = {img["id"]: img for img in images}
+    index.annotations = annotations
+    index.category_ids = {c["id"] for c in categories}
+    return problems, index
+
+
+def json_structure_problems(data: object, path: str | os.PathLike, kind: str = "dataset") -> list[DataError]:
+    """Missing keys, wrong types, duplicate ids and dangling references in a parsed COCO-panoptic JSON."""
+    return check_panoptic_json(data, path, kind)[0]
+
+
+def one_line_per_file(problems: list[DataError]) -> list[DataError]:
+    """At most one problem per file (its first), saying how many more that file has."""
+    by_path: dict[str, list[DataError]] = {}
+    for problem in problems:
+        by_path.setdefault(problem.path, []).append(problem)
+    lines = []
+    for path, found in by_path.items():
+        more = len(found) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''} in this file)" if more else ""
+        lines.append(DataError(path, found[0].problem + suffix))
+    return lines
+
+
+def raise_first(problems: list[DataError]) -> None:
+    """Raise the first file's one-line problem (the message validate-data prints for that file)."""
+    if problems:
+        raise one_line_per_file(problems)[0]
+
+
+def size_problem(png_path: str | os.PathLike, shape: tuple[int, ...], info: dict) -> DataError | None:
+    """The PNG's (H, W) against the JSON's height / width of its image (None when they agree)."""
+    if tuple(shape) == (info["height"], info["width"]):
+        return None
+    return DataError(png_path, f"PNG is {shape[0]}x{shape[1]} (HxW), the JSON says "
+                               f"{info['height']}x{info['width']} for image {info['id']!r}")
 
 
 def read_json(path: str | os.PathLike) -> object:
@@ -102,6 +242,8 @@ def read_json(path: str | os.PathLike) -> object:
             return json.load(handle)
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder; expected a JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(path, f"not valid JSON ({exc})") from None
 
@@ -109,9 +251,7 @@ def read_json(path: str | os.PathLike) -> object:
 def load_panoptic_json(path: str | os.PathLike) -> dict:
     """Parse a COCO-panoptic JSON and check its structure; DataError on the first problem."""
     data = read_json(path)
-    problems = json_structure_problems(data, path)
-    if problems:
-        raise problems[0]
+    raise_first(json_structure_problems(data, path))
     return data  # type: ignore[return-value]
 
 
@@ -119,20 +259,13 @@ def load_panoptic_json(path: str | os.PathLike) -> dict:
 
 
 def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a panoptic PNG -> (H, W) int64 segment ids; DataError if missing, corrupt or not RGB."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode not in ("RGB", "RGBA"):
-                raise DataError(path, f"panoptic PNG must be RGB, got mode {img.mode}")
-            rgb = np.asarray(img)[..., :3]
-    except FileNotFoundError:
-        raise DataError(path, "panoptic PNG not found") from None
-    except DataError:
-        raise
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... on truncated/corrupt files
-        raise DataError(path, f"cannot read PNG ({exc})") from None
-    return rgb2id(rgb)
+    """Read a panoptic PNG -> (H, W) int64 segment ids; DataError if missing, corrupt or not 8-bit RGB.
+
+    The same reader (and the same messages) as evaluate and package-submission: ``pq.read_segment_ids``.
+    """
+    from spatialflow.panoptic.pq import read_segment_ids
+
+    return read_segment_ids(path).astype(np.int64, copy=False)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -299,12 +432,10 @@ class CocoPanoptic:
         png_path = self.png_dir / ann["file_name"]
         panoptic_ids = read_panoptic_png(png_path)
         size = (int(info["height"]), int(info["width"]))
-        if panoptic_ids.shape != size:
-            raise DataError(png_path, f"PNG is {panoptic_ids.shape[0]}x{panoptic_ids.shape[1]} (HxW), "
-                                      f"the JSON says {size[0]}x{size[1]} for image {info['id']!r}")
-        problems = segment_problems(panoptic_ids, ann["segments_info"], self._category_ids, png_path)
-        if problems:
-            raise problems[0]
+        mismatch = size_problem(png_path, panoptic_ids.shape, info)
+        if mismatch is not None:
+            raise mismatch
+        raise_first(segment_problems(panoptic_ids, ann["segments_info"], self._category_ids, png_path))
         image = None
         if self.image_dir is not None:
             image_path = self.image_dir / info["file_name"]

@@ -240,9 +240,10 @@ def _street_layout(preset: Preset, h: int, w: int, rng: np.random.Generator) -> 
     return stuff, horizon
 
 
-def _regions_things(preset: Preset, h: int, w: int, rng: np.random.Generator) -> list[_Instance]:
+def _regions_things(preset: Preset, h: int, w: int, rng: np.random.Generator, scale: float = 1.0
+                    ) -> list[_Instance]:
     short = min(h, w)
-    lo, hi = MIN_OBJECT_FRACTION * short, 0.4 * short
+    lo, hi = MIN_OBJECT_FRACTION * scale * short, min(0.4 * scale, 0.9) * short
     instances: list[_Instance] = []
     for _ in range(int(rng.integers(1, preset.max_things + 1))):
         label = int(rng.integers(len(preset.things)))
@@ -257,7 +258,8 @@ def _regions_things(preset: Preset, h: int, w: int, rng: np.random.Generator) ->
     return instances
 
 
-def _street_things(preset: Preset, h: int, w: int, horizon: int, rng: np.random.Generator) -> list[_Instance]:
+def _street_things(preset: Preset, h: int, w: int, horizon: int, rng: np.random.Generator, scale: float = 1.0
+                   ) -> list[_Instance]:
     """People, cars and trucks standing on the ground; nearer (lower) ones are bigger."""
     size_range = {"person": (0.3, 0.55, 0.45), "car": (0.18, 0.33, 1.8), "truck": (0.3, 0.5, 1.25)}  # h/H, w/h
     instances: list[_Instance] = []
@@ -265,8 +267,8 @@ def _street_things(preset: Preset, h: int, w: int, horizon: int, rng: np.random.
         label = int(rng.integers(len(preset.things)))
         lo, hi, aspect = size_range[preset.things[label].shape]
         depth = rng.random()  # 0 far (near the horizon), 1 near
-        oh = int(h * (lo + depth * (hi - lo)))
-        ow = max(int(MIN_OBJECT_FRACTION * min(h, w)), int(oh * aspect))
+        oh = int(h * min(0.95, scale * (lo + depth * (hi - lo))))
+        ow = max(int(MIN_OBJECT_FRACTION * scale * min(h, w)), int(oh * aspect))
         bottom = int(horizon + 0.15 * (h - horizon) + depth * 0.85 * (h - horizon))
         if instances and rng.random() < P_TOUCH:
             x = instances[-1].boxes[0][1] + instances[-1].boxes[0][3]
@@ -277,10 +279,11 @@ def _street_things(preset: Preset, h: int, w: int, horizon: int, rng: np.random.
     return instances
 
 
-def _crowd(preset: Preset, h: int, w: int, rng: np.random.Generator, center_y: float | None = None) -> _Instance:
+def _crowd(preset: Preset, h: int, w: int, rng: np.random.Generator, center_y: float | None = None,
+           scale: float = 1.0) -> _Instance:
     """A tight group of 3-6 small same-class objects labelled as one crowd segment."""
     label = int(rng.integers(len(preset.things)))
-    size = MIN_OBJECT_FRACTION * min(h, w)
+    size = MIN_OBJECT_FRACTION * scale * min(h, w)
     cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
     if center_y is not None:
         cy = center_y
@@ -318,25 +321,27 @@ def _paint(preset: Preset, instances: list[_Instance], h: int, w: int
 # ------------------------------------------------------------------------------------------ one image
 
 
-def render_image(preset: Preset, size: tuple[int, int], rng: np.random.Generator, no_things: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """One synthetic image: (H, W, 3) uint8 RGB, (H, W) int64 segment ids, segments [{id, category_id, iscrowd}]."""
+def render_image(preset: Preset, size: tuple[int, int], rng: np.random.Generator, no_things: bool = False,
+                 object_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """One synthetic image: (H, W, 3) uint8 RGB, (H, W) int64 segment ids, segments [{id, category_id, iscrowd}].
+
+    ``object_scale`` multiplies every thing's size (1.0: the presets' sizes)."""
     h, w = size
     if preset.layout == "regions":
         stuff = _regions_layout(preset, h, w, rng)
-        instances = [] if no_things else _regions_things(preset, h, w, rng)
+        instances = [] if no_things else _regions_things(preset, h, w, rng, object_scale)
         crowd_y = None
     else:
         stuff, horizon = _street_layout(preset, h, w, rng)
-        instances = [] if no_things else _street_things(preset, h, w, horizon, rng)
+        instances = [] if no_things else _street_things(preset, h, w, horizon, rng, object_scale)
         crowd_y = horizon + 0.1 * (h - horizon)  # a far-away group on the ground
     if not no_things and rng.random() < P_CROWD:
-        instances.insert(0, _crowd(preset, h, w, rng, crowd_y))  # behind the other instances
+        instances.insert(0, _crowd(preset, h, w, rng, crowd_y, object_scale))  # behind the other instances
 
     # Remove instances hidden too much by later ones (off-image parts count as hidden), then repaint.
     owner, full_area = _paint(preset, instances, h, w)
     visible = np.bincount(owner[owner >= 0], minlength=len(instances))
-    min_area = (MIN_OBJECT_FRACTION * min(h, w)) ** 2 / 2
+    min_area = (MIN_OBJECT_FRACTION * object_scale * min(h, w)) ** 2 / 2
     instances = [inst for k, inst in enumerate(instances)
                  if visible[k] >= max(MIN_VISIBLE * full_area[k], min_area)]
     owner, _ = _paint(preset, instances, h, w)
@@ -391,6 +396,7 @@ def generate_synthetic(
     num_test: int = 50,
     seed: int = 0,
     size: tuple[int, int] | None = None,
+    object_scale: float = 1.0,
 ) -> dict[str, SplitPaths]:
     """Write train / val / test-dev splits in COCO-panoptic format (test-dev keeps its ground truth).
 
@@ -401,6 +407,8 @@ def generate_synthetic(
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     spec = PRESETS[preset]
     size = tuple(size) if size is not None else spec.size
+    if not 0.25 <= object_scale <= 4:
+        raise ValueError(f"object_scale must lie in [0.25, 4], got {object_scale}")
     if len(size) != 2 or min(size) < 32:
         raise ValueError(f"size must be (H, W) with both sides >= 32, got {size}")
     counts = {"train": num_train, "val": num_val, "test-dev": num_test}
@@ -412,7 +420,7 @@ def generate_synthetic(
             for i in tqdm(range(counts[split]), desc=f"{preset} {split}", unit="img", disable=None):
                 rng = np.random.default_rng([seed, split_index, i])
                 no_things = i % 12 == 11 or rng.random() < P_NO_THINGS / 2
-                image, ids, segments = render_image(spec, size, rng, no_things=no_things)
+                image, ids, segments = render_image(spec, size, rng, no_things=no_things, object_scale=object_scale)
                 name = f"{i + 1:06d}.png"
                 atomic_save_image(paths.image_dir / name, Image.fromarray(image))
                 info = {"id": split_index * 1_000_000 + i + 1, "file_name": name, "height": size[0],

@@ -1,6 +1,8 @@
 """Check a COCO-panoptic data set: JSON structure, PNGs, images and their agreement.
 
-Every problem is reported as one line that starts with the offending file.
+At most one line per file (its first problem, with the count of the others), each starting with the file.
+The checks are the ones evaluate and package-submission apply (``coco_panoptic.check_panoptic_json`` for the
+JSON, ``pq.read_segment_ids`` for the PNGs), so the three commands accept and reject the same files.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from spatialflow.data.coco_panoptic import (
-    REQUIRED_TOP_KEYS,
+    check_panoptic_json,
     image_size,
-    json_structure_problems,
+    one_line_per_file,
     read_json,
     read_panoptic_png,
     segment_problems,
+    size_problem,
 )
 from spatialflow.errors import DataError
 
@@ -26,47 +29,34 @@ def validate_panoptic(
     png_dir: str | os.PathLike,
     image_dir: str | os.PathLike | None = None,
 ) -> list[str]:
-    """All problems found in a COCO-panoptic set, one line each (empty list = valid)."""
+    """All problems found in a COCO-panoptic set, at most one line per file (empty list = valid)."""
     try:
         data = read_json(json_path)
     except DataError as exc:
         return [str(exc)]
-    problems = [str(p) for p in json_structure_problems(data, json_path)]
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in REQUIRED_TOP_KEYS):
-        return problems  # nothing further can be checked
-
-    category_ids = {c["id"] for c in data["categories"] if isinstance(c, dict) and "id" in c}
-    images = {img["id"]: img for img in data["images"] if isinstance(img, dict) and "id" in img}
-    annotations = [
-        ann for ann in data["annotations"]
-        if isinstance(ann, dict) and all(k in ann for k in ("image_id", "file_name", "segments_info"))
-        and isinstance(ann["segments_info"], list)
-    ]
-    for ann in tqdm(annotations, desc="validate", unit="img", disable=None):
-        segments = [s for s in ann["segments_info"] if isinstance(s, dict) and "id" in s and "category_id" in s]
+    problems, index = check_panoptic_json(data, json_path, "dataset", nonempty=True)
+    for ann in tqdm(index.annotations, desc="validate", unit="img", disable=None):
         png_path = Path(png_dir) / ann["file_name"]
         try:
             panoptic_ids = read_panoptic_png(png_path)
         except DataError as exc:
-            problems.append(str(exc))
+            problems.append(exc)
             continue
-        info = images.get(ann["image_id"])
-        if info is not None and all(k in info for k in ("height", "width", "file_name")):
-            expected = (info["height"], info["width"])
-            if panoptic_ids.shape != expected:
-                problems.append(str(DataError(
-                    png_path, f"PNG is {panoptic_ids.shape[0]}x{panoptic_ids.shape[1]} (HxW), the JSON says "
-                              f"{expected[0]}x{expected[1]} for image {ann['image_id']!r}")))
+        info = index.images.get(ann["image_id"])
+        if info is not None:
+            mismatch = size_problem(png_path, panoptic_ids.shape, info)
+            if mismatch is not None:
+                problems.append(mismatch)
                 continue
             if image_dir is not None:
                 image_path = Path(image_dir) / info["file_name"]
                 try:
                     size = image_size(image_path)
-                    if size != expected:
-                        problems.append(str(DataError(
+                    if size != (info["height"], info["width"]):
+                        problems.append(DataError(
                             image_path, f"image is {size[0]}x{size[1]} (HxW), the JSON says "
-                                        f"{expected[0]}x{expected[1]}")))
+                                        f"{info['height']}x{info['width']}"))
                 except DataError as exc:
-                    problems.append(str(exc))
-        problems.extend(str(p) for p in segment_problems(panoptic_ids, segments, category_ids, png_path))
-    return problems
+                    problems.append(exc)
+        problems.extend(segment_problems(panoptic_ids, ann["segments_info"], index.category_ids, png_path))
+    return [str(p) for p in one_line_per_file(problems)]

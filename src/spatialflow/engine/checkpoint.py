@@ -7,10 +7,17 @@ A checkpoint is one ``torch.save`` file holding only tensors and plain Python va
 
 It is written to a temporary file and renamed (a crash never leaves half a file) and read with
 ``torch.load(weights_only=True)``: a file pulled from a shared remote is never unpickled as code.
+
+Since format 1 files also carry ``"sha256"``: a digest of every tensor (its key path, dtype, shape and
+bytes, in sorted key order), checked on load. A file whose tensor bytes changed is reported like a
+truncated one (``CheckpointError``: the resume fallback skips it with a warning, predict prints one line).
+Files written before the digest existed load without the check. Temporary files a killed save left in a
+folder (``.checkpoint_*.tmp``) are removed by the next save into that folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -22,7 +29,7 @@ import numpy as np
 import torch
 
 from spatialflow.errors import CheckpointError
-from spatialflow.utils.atomic import atomic_open
+from spatialflow.utils.atomic import atomic_open, remove_stale_temp_files
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint_(\d{8})\.pt$")
@@ -46,11 +53,39 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def tensor_digest(state: Any) -> str:
+    """sha256 over every tensor in ``state`` (nested dicts / lists), in sorted key order, with key paths,
+    dtypes and shapes; the bytes are hashed as stored (CPU copy), so the device a file is loaded to does not
+    matter. Plain Python values are not part of it."""
+    digest = hashlib.sha256()
+
+    def visit(value: Any, where: str) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{where}|{value.dtype}|{tuple(value.shape)}\n".encode())
+            if tensor.numel():
+                digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            for key in sorted(value, key=repr):
+                visit(value[key], f"{where}/{key!r}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(item, f"{where}[{i}]")
+
+    visit(state, "")
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` atomically (temp file + rename)."""
+    """Write ``state`` with its tensor digest atomically (temp file + rename); first remove the temporary
+    files a killed save left in the folder."""
     path = Path(path)
+    remove_stale_temp_files(path.parent, ".checkpoint_*.tmp")
+    remove_stale_temp_files(path.parent, f".{path.name}.*.tmp")
+    state = {"format": FORMAT_VERSION, **{k: v for k, v in state.items() if k != "sha256"}}
+    state["sha256"] = tensor_digest({k: v for k, v in state.items() if k != "sha256"})
     with atomic_open(path, "wb") as handle:
-        torch.save({"format": FORMAT_VERSION, **state}, handle)
+        torch.save(state, handle)
     return path
 
 
@@ -71,9 +106,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a SpatialFlow checkpoint (no 'model' entry)")
-    if state.get("format", FORMAT_VERSION) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {state['format']} is newer than this code "
+    if not isinstance(state.get("format", FORMAT_VERSION), int) or state.get("format", FORMAT_VERSION) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {state['format']!r} is newer than this code "
                               f"({FORMAT_VERSION})")
+    stored = state.pop("sha256", None)  # absent in files written before the digest existed
+    if stored is not None and stored != tensor_digest(state):
+        raise CheckpointError(f"{path}: corrupt checkpoint (its tensors do not match the stored sha256)")
     return state
 
 

@@ -1,7 +1,8 @@
 """ResNet (torchvision) + FPN producing P3..P7; P6 from C5 (section 3.1).
 
-Frozen BatchNorm everywhere, frozen stem + res2 (``frozen_stages=1``; -1 freezes nothing, 0 the stem only); optional deformable 3x3 convs
-in res3..res5 (Table 6); optional ImageNet weights read from torchvision's local cache, never downloaded.
+Frozen BatchNorm everywhere, frozen stem + res2 (``frozen_stages=1``; -1 freezes nothing, 0 the stem only);
+optional deformable 3x3 convs in res3..res5 (Table 6); optional pretrained weights, never downloaded: ImageNet
+from torchvision's local cache, or any file in that format (``weights``; the tiny profile's ImageNet stand-in).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class ResNetFPN(nn.Module):
         *,
         dcn: bool = False,
         pretrained: bool = False,
+        weights: str | None = None,
         frozen_stages: int = 1,
     ) -> None:
         super().__init__()
@@ -57,7 +59,7 @@ class ResNetFPN(nn.Module):
                     conv = block.conv2
                     block.conv2 = DeformConv3x3Pack(conv.in_channels, conv.out_channels, conv.stride[0])
         if pretrained:
-            self._load_imagenet(depth)
+            self._load_pretrained(depth, weights or imagenet_weights_path(depth))
         self._freeze(frozen_stages)
         c3, c4, c5 = (128, 256, 512) if depth < 50 else (512, 1024, 2048)
         extra = LastLevelP6P7(c5, out_channels)
@@ -65,17 +67,19 @@ class ResNetFPN(nn.Module):
         self.fpn = FeaturePyramidNetwork([c3, c4, c5], out_channels, extra_blocks=extra)
         self.out_channels = out_channels
 
-    def _load_imagenet(self, depth: int) -> None:
-        path = imagenet_weights_path(depth)
+    def _load_pretrained(self, depth: int, path: str) -> None:
+        """ImageNet weights from torchvision's cache, or a file in the same format (``backbone_weights``,
+        e.g. the tiny profile's ImageNet stand-in from ``spatialflow.engine.pretrain``)."""
         if not os.path.isfile(path):
             raise CheckpointError(
-                f"{path}: ImageNet weights for ResNet-{depth} are not in torchvision's cache "
-                "(nothing is downloaded; copy the file there or set pretrained_backbone=False)"
+                f"{path}: pretrained weights for ResNet-{depth} not found (nothing is downloaded; copy "
+                "torchvision's ImageNet file there, run the pretrain_backbone stage, or set "
+                "pretrained_backbone=False)"
             )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a checkpoint problem
-            raise CheckpointError(f"{path}: cannot read ImageNet weights ({exc})") from exc
+            raise CheckpointError(f"{path}: cannot read pretrained weights ({exc})") from exc
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         result = self.body.load_state_dict(state, strict=False)
         missing = [k for k in result.missing_keys if ".offset." not in k]

@@ -1,4 +1,11 @@
-"""The model's one typed configuration and the named presets of the paper's ablation tables.
+"""The model's two typed configurations and the named presets of the paper's ablation tables.
+
+mmdetection's ``train_cfg`` / ``test_cfg`` split:
+
+- :class:`SpatialFlowConfig`: everything that decides the *weights* (the network, its losses, the anchor
+  assignment and the mask-head proposals used in training). It is part of a row's training identity.
+- :class:`InferenceConfig`: how trained weights are *evaluated* (test-time score threshold, NMS, top-k,
+  mask threshold, the panoptic merge). Changing it never retrains anything.
 
 Every ablation switch of Tables 2-4 and 6 is a field of :class:`SpatialFlowConfig`; the presets
 (:data:`PRESETS`) are the cumulative rows of Table 2 / Table 3 plus the deformable variant of Table 6.
@@ -29,7 +36,8 @@ class SpatialFlowConfig:
     # backbone + FPN
     depth: int = 50
     fpn_channels: int = 256
-    pretrained_backbone: bool = False  # ImageNet weights from torchvision's local cache only
+    pretrained_backbone: bool = False  # ImageNet weights from torchvision's local cache only, or:
+    backbone_weights: str | None = None  # a file in that format (the tiny profile's ImageNet stand-in)
     frozen_stages: int = 1  # stem + res2 frozen (-1: none, 0: stem); all BatchNorm is frozen anyway
     # ablation switches (Table 2/3 rows, Table 6)
     subnets: bool = True  # stuff (4 blocks) + mask (1 block) sub-networks
@@ -52,26 +60,70 @@ class SpatialFlowConfig:
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     fg_iou_thresh: float = 0.5
     bg_iou_thresh: float = 0.4
-    # detection post-processing (test) and mask-head proposals (train)
-    score_thresh: float = 0.05
-    pre_nms_topk: int = 1000  # candidates per level
-    nms_thresh: float = 0.4
+    # mask-head proposals in training: detached detections (these settings) + the GT boxes
+    train_score_thresh: float = 0.05
+    train_pre_nms_topk: int = 1000  # candidates per level
     train_nms_thresh: float = 0.4
-    max_detections: int = 100
+    train_max_proposals: int = 100  # detections per image after NMS
     mask_proposal_iou: float = 0.5  # proposals with IoU >= this to a GT train the mask head
-    mask_threshold: float = 0.5
-    # panoptic merge (spatialflow.panoptic.merge)
-    merge: MergeConfig = field(default_factory=MergeConfig)
 
     def __post_init__(self) -> None:
         self.anchor_ratios = tuple(float(r) for r in self.anchor_ratios)
-        if isinstance(self.merge, dict):
-            self.merge = _merge_from_dict(self.merge)
         validate(self)
 
     @property
     def num_anchors(self) -> int:
         return self.anchor_scales_per_octave * len(self.anchor_ratios)
+
+
+@dataclass
+class InferenceConfig:
+    """How a trained model is evaluated (the paper's test settings; ``test_cfg`` in mmdetection)."""
+
+    score_thresh: float = 0.05
+    pre_nms_topk: int = 1000  # candidates per level
+    nms_thresh: float = 0.4
+    max_detections: int = 100
+    mask_threshold: float = 0.5
+    merge: MergeConfig = field(default_factory=MergeConfig)  # spatialflow.panoptic.merge
+
+    def __post_init__(self) -> None:
+        if isinstance(self.merge, dict):
+            self.merge = _merge_from_dict(self.merge)
+        for name in ("pre_nms_topk", "max_detections"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"inference.{name}: must be an integer >= 1, got {value!r}")
+        for name in ("score_thresh", "nms_thresh", "mask_threshold"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise ConfigError(f"inference.{name}: must lie in [0, 1], got {value!r}")
+        m = self.merge
+        for name in ("score_threshold", "overlap_threshold"):
+            value = getattr(m, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise ConfigError(f"inference.merge.{name}: must lie in [0, 1], got {value!r}")
+        if not isinstance(m.stuff_area_limit, (int, float)) or m.stuff_area_limit < 0:
+            raise ConfigError(f"inference.merge.stuff_area_limit: must be >= 0, got {m.stuff_area_limit!r}")
+
+
+def inference_config(values: dict | InferenceConfig | None = None) -> InferenceConfig:
+    """An :class:`InferenceConfig` from a mapping (unknown keys are one-line errors)."""
+    if values is None:
+        return InferenceConfig()
+    if isinstance(values, InferenceConfig):
+        return values
+    if not isinstance(values, dict):
+        raise ConfigError(f"inference: expected a mapping, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(InferenceConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"inference: unknown key(s) {unknown}; known: {sorted(known)}")
+    return InferenceConfig(**values)
+
+
+def inference_to_dict(cfg: InferenceConfig) -> dict:
+    return dataclasses.asdict(cfg)
 
 
 _SWITCHES = ("subnets", "flow_reg_cls", "flow_reg_stuff", "flow_reg_mask", "flow_stuff_mask", "dcn")
@@ -96,19 +148,20 @@ PRESETS: dict[str, dict] = {
 def validate(cfg: SpatialFlowConfig) -> None:
     """Raise ConfigError for values that make no sense or switches that contradict each other."""
     if cfg.depth not in BACKBONE_DEPTHS:
-        raise ConfigError(f"depth must be one of {BACKBONE_DEPTHS}, got {cfg.depth}")
+        raise ConfigError(f"model.depth: must be one of {BACKBONE_DEPTHS}, got {cfg.depth!r}")
     for name in ("num_things", "fpn_channels", "stuff_channels", "mask_channels", "stuff_groups",
-                 "anchor_scales_per_octave", "pre_nms_topk", "max_detections"):
-        if int(getattr(cfg, name)) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.num_stuff < 0:
-        raise ConfigError(f"num_stuff must be >= 0, got {cfg.num_stuff}")
+                 "anchor_scales_per_octave", "train_pre_nms_topk", "train_max_proposals"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"model.{name}: must be an integer >= 1, got {value!r}")
+    if not isinstance(cfg.num_stuff, int) or cfg.num_stuff < 0:
+        raise ConfigError(f"model.num_stuff: must be an integer >= 0, got {cfg.num_stuff!r}")
     if cfg.stuff_channels % cfg.stuff_groups:
         raise ConfigError(
-            f"stuff_channels ({cfg.stuff_channels}) must be divisible by stuff_groups ({cfg.stuff_groups})"
+            f"model.stuff_channels: {cfg.stuff_channels} is not divisible by stuff_groups ({cfg.stuff_groups})"
         )
-    if not -1 <= cfg.frozen_stages <= 4:
-        raise ConfigError(f"frozen_stages must be in -1..4, got {cfg.frozen_stages}")
+    if not isinstance(cfg.frozen_stages, int) or not -1 <= cfg.frozen_stages <= 4:
+        raise ConfigError(f"model.frozen_stages: must be an integer in -1..4, got {cfg.frozen_stages!r}")
     if not cfg.subnets:
         needing = [f for f in ("flow_reg_stuff", "flow_reg_mask", "flow_stuff_mask") if getattr(cfg, f)]
         if needing:
@@ -118,15 +171,20 @@ def validate(cfg: SpatialFlowConfig) -> None:
             "dcn takes its sub-net offsets from the reg flows (supplement eq. 6): it needs subnets, "
             "flow_reg_cls, flow_reg_stuff and flow_reg_mask"
         )
-    if cfg.stuff_lambda < 0:
-        raise ConfigError(f"stuff_lambda must be >= 0, got {cfg.stuff_lambda}")
+    if not isinstance(cfg.stuff_lambda, (int, float)) or isinstance(cfg.stuff_lambda, bool) or cfg.stuff_lambda < 0:
+        raise ConfigError(f"model.stuff_lambda: must be a number >= 0, got {cfg.stuff_lambda!r}")
+    if not isinstance(cfg.focal_gamma, (int, float)) or cfg.focal_gamma < 0:
+        raise ConfigError(f"model.focal_gamma: must be >= 0, got {cfg.focal_gamma!r}")
     if not cfg.anchor_ratios or min(cfg.anchor_ratios) <= 0:
         raise ConfigError(f"anchor_ratios must be positive, got {cfg.anchor_ratios}")
     if not 0 <= cfg.bg_iou_thresh <= cfg.fg_iou_thresh <= 1:
         raise ConfigError("need 0 <= bg_iou_thresh <= fg_iou_thresh <= 1")
-    for name in ("score_thresh", "nms_thresh", "train_nms_thresh", "mask_proposal_iou", "mask_threshold"):
-        if not 0 <= getattr(cfg, name) <= 1:
-            raise ConfigError(f"{name} must lie in [0, 1], got {getattr(cfg, name)}")
+    for name in ("train_score_thresh", "train_nms_thresh", "mask_proposal_iou", "focal_alpha"):
+        value = getattr(cfg, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ConfigError(f"model.{name}: must lie in [0, 1], got {value!r}")
+    if not isinstance(cfg.anchor_octave_base_scale, (int, float)) or not cfg.anchor_octave_base_scale > 0:
+        raise ConfigError(f"model.anchor_octave_base_scale: must be > 0, got {cfg.anchor_octave_base_scale!r}")
 
 
 def model_config(preset: str = "spatialflow", **overrides: Any) -> SpatialFlowConfig:

@@ -10,6 +10,8 @@ from torch import Tensor, nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
+from spatialflow.models.subnets import init_std
+
 PRIOR_PROBABILITY = 0.01
 MASK_ROI_SIZE = 14  # RoIAlign output; the predictor doubles it to 28x28
 MASK_CANONICAL_SCALE = 56  # box scale < 112 -> P3, < 224 -> P4, else P5 (reference code's mapping)
@@ -18,7 +20,7 @@ SEGMENTATION_LEVEL_NAMES = ["p3", "p4", "p5"]
 
 def _head_conv(in_channels: int, out_channels: int, bias: float = 0.0) -> nn.Conv2d:
     conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-    nn.init.normal_(conv.weight, std=0.01)
+    nn.init.normal_(conv.weight, std=init_std(in_channels))
     nn.init.constant_(conv.bias, bias)
     return conv
 

@@ -16,7 +16,7 @@ from torchvision.ops import box_iou
 
 from spatialflow.data.batching import pad_images, pad_label_maps
 from spatialflow.models.backbone import ResNetFPN
-from spatialflow.models.config import SpatialFlowConfig
+from spatialflow.models.config import InferenceConfig, SpatialFlowConfig, inference_config
 from spatialflow.models.detection import (
     IGNORED,
     Anchors,
@@ -63,14 +63,20 @@ class RawOutputs:
 
 
 class SpatialFlow(nn.Module):
-    """The SpatialFlow panoptic segmentation network; ``cfg`` names every ablation switch."""
+    """The SpatialFlow panoptic segmentation network; ``cfg`` names every ablation switch.
 
-    def __init__(self, cfg: SpatialFlowConfig) -> None:
+    ``inference`` (mmdetection's ``test_cfg``) only changes what ``model(images)`` returns in eval mode;
+    it can be replaced on a trained model (``model.inference = InferenceConfig(...)``).
+    """
+
+    def __init__(self, cfg: SpatialFlowConfig, inference: InferenceConfig | dict | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.inference = inference_config(inference)
         c, a = cfg.fpn_channels, cfg.num_anchors
         self.backbone = ResNetFPN(
-            cfg.depth, c, dcn=cfg.dcn, pretrained=cfg.pretrained_backbone, frozen_stages=cfg.frozen_stages
+            cfg.depth, c, dcn=cfg.dcn, pretrained=cfg.pretrained_backbone, weights=cfg.backbone_weights,
+            frozen_stages=cfg.frozen_stages,
         )
         self.subnets = SubNetworks(cfg)
         self.cls_head = ClassificationHead(c, a, cfg.num_things)
@@ -112,7 +118,8 @@ class SpatialFlow(nn.Module):
                 raise ValueError("SpatialFlow in training mode needs targets")
             return self.compute_losses(images, targets)
         raw = self.raw_outputs(images)
-        detections = [nms_top(c, self.cfg.nms_thresh, self.cfg.max_detections) for c in raw.candidates]
+        test = self.inference
+        detections = [nms_top(c, test.nms_thresh, test.max_detections) for c in raw.candidates]
         probs = self.mask_probabilities(raw.mask_features, raw.padded_size, detections)
         return [
             self.finalize(d, p, s, return_stuff_logits=return_stuff_logits)
@@ -174,9 +181,9 @@ class SpatialFlow(nn.Module):
                 continue
             candidates = select_candidates(
                 [c[i] for c in cls], [r[i] for r in reg], anchor_levels, size, self.box_coder,
-                cfg.score_thresh, cfg.pre_nms_topk,
+                cfg.train_score_thresh, cfg.train_pre_nms_topk,
             )
-            dets = nms_top(candidates, cfg.train_nms_thresh, cfg.max_detections)
+            dets = nms_top(candidates, cfg.train_nms_thresh, cfg.train_max_proposals)
             boxes = torch.cat([dets.boxes, gt])
             best_iou, best_gt = box_iou(boxes, gt).max(dim=1)
             keep = best_iou >= cfg.mask_proposal_iou
@@ -187,13 +194,13 @@ class SpatialFlow(nn.Module):
     # ------------------------------------------------------------------ inference
     def raw_outputs(self, images: list[Tensor]) -> RawOutputs:
         """Network outputs before NMS (pre-NMS candidates, stuff logits, mask features)."""
-        cfg = self.cfg
+        test = self.inference
         batch, sizes = self._batch(images)
         sub, cls, reg, anchor_levels, stuff_logits = self._trunk(batch)
         candidates = [
             select_candidates(
                 [c[i] for c in cls], [r[i] for r in reg], anchor_levels, size, self.box_coder,
-                cfg.score_thresh, cfg.pre_nms_topk,
+                test.score_thresh, test.pre_nms_topk,
             )
             for i, size in enumerate(sizes)
         ]
@@ -219,7 +226,7 @@ class SpatialFlow(nn.Module):
         height, width = stuff_logits.shape[-2:]
         if dets.boxes.shape[0]:
             pasted = paste_masks_in_image(mask_probs[:, None], dets.boxes, (height, width), padding=1)[:, 0]
-            masks = pasted > self.cfg.mask_threshold
+            masks = pasted > self.inference.mask_threshold
         else:
             masks = torch.zeros((0, height, width), dtype=torch.bool, device=stuff_logits.device)
         stuff = stuff_logits.argmax(dim=0)
@@ -228,7 +235,7 @@ class SpatialFlow(nn.Module):
             out["stuff_logits"] = stuff_logits
         out["panoptic"] = merge(
             masks, dets.scores, dets.labels, stuff,
-            other_index=self.cfg.num_stuff, config=self.cfg.merge, boxes=dets.boxes,
+            other_index=self.cfg.num_stuff, config=self.inference.merge, boxes=dets.boxes,
         )
         return out
 

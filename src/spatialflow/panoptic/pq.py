@@ -20,7 +20,9 @@ Per category: ``PQ = sum IoU / (TP + FP/2 + FN/2)``, ``SQ = sum IoU / TP`` (0 wi
 
 Beyond panopticapi, inconsistent input is an error that names the file: a GT image without a prediction,
 a prediction for an image absent from the GT, PNG ids missing from the JSON and JSON ids missing from the
-PNG, unknown categories, duplicate segment ids, GT / prediction PNGs of different sizes.
+PNG, unknown categories, duplicate segment ids, GT / prediction PNGs of different sizes. Both JSONs get
+validate-data's checks (``coco_panoptic.check_panoptic_json``: types before values; an empty ground truth is
+an error, not PQ 0), every PNG must be an 8-bit RGB(A) PNG, and the GT PNG must match its JSON height x width.
 
 Speed: Pillow decodes a PNG to packed RGB bytes, read as overlapping little-endian words masked to 24
 bits (the ids, no per-channel arithmetic); a process-wide id -> index table turns ids into compact segment
@@ -32,7 +34,6 @@ the result does not depend on the number of workers.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import sys
@@ -44,6 +45,7 @@ import numpy as np
 import pyspng
 from tqdm import tqdm
 
+from spatialflow.data.coco_panoptic import check_panoptic_json, raise_first, read_json, size_problem
 from spatialflow.errors import DataError
 
 MATCH_IOU = 0.5
@@ -160,6 +162,9 @@ def read_segment_ids(path: str | os.PathLike) -> np.ndarray:
             encoded = handle.read()
     except FileNotFoundError:
         raise DataError(path, "panoptic PNG not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a directory; expected a panoptic PNG file") from None
+    check_png_header(encoded, path)
     try:
         pixels = pyspng.load(encoded)
     except Exception as exc:  # libspng reports corrupt / truncated files as RuntimeError or ValueError
@@ -168,6 +173,27 @@ def read_segment_ids(path: str | os.PathLike) -> np.ndarray:
         raise DataError(path, f"panoptic PNG must be 8-bit RGB, got shape {pixels.shape} of {pixels.dtype}")
     height, width = pixels.shape[:2]
     return _ids_from_rgb_bytes(np.ascontiguousarray(pixels[..., :3]).tobytes(), height, width)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
+
+
+def check_png_header(encoded: bytes, path: str | os.PathLike) -> None:
+    """DataError unless ``encoded`` starts like an 8-bit RGB / RGBA PNG (signature + IHDR, nothing decoded).
+
+    The one test every reader of panoptic PNGs (validate-data, evaluate, package-submission, the training
+    reader) applies, so all of them accept and reject the same files with the same message.
+    """
+    if not encoded.startswith(_PNG_SIGNATURE):
+        kind = " (it is a JPEG)" if encoded.startswith(b"\xff\xd8\xff") else ""
+        raise DataError(path, f"cannot read PNG: not a PNG file{kind}; expected an 8-bit RGB panoptic PNG")
+    if len(encoded) < 26 or encoded[12:16] != b"IHDR":
+        raise DataError(path, "cannot read PNG: truncated or corrupt header")
+    depth, colour = encoded[24], encoded[25]
+    if depth != 8 or colour not in (2, 6):
+        got = f"{depth}-bit {_PNG_COLOUR_TYPES.get(colour, f'colour type {colour}')}"
+        raise DataError(path, f"panoptic PNG must be 8-bit RGB (or RGBA), got {got}")
 
 
 def _ids_from_rgb_bytes(raw: bytes, height: int, width: int) -> np.ndarray:
@@ -336,19 +362,15 @@ class _ImagePair:
     pred_segments: list
     gt_json: str
     pred_json: str
+    gt_image: dict | None = None  # the GT JSON's image entry (height / width checked against the GT PNG)
 
 
-def _load_json(path: str | os.PathLike) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise DataError(path, "not a COCO-panoptic JSON: no 'annotations' list")
-    return data
+def _load_json(path: str | os.PathLike, kind: str) -> tuple[dict, Any]:
+    """Parse and check a GT (``kind`` 'gt') or prediction ('pred') JSON: the checks validate-data applies."""
+    data = read_json(path)
+    problems, index = check_panoptic_json(data, path, kind, nonempty=kind == "gt")
+    raise_first(problems)
+    return data, index  # type: ignore[return-value]
 
 
 def _annotations_by_image(data: dict, path: str | os.PathLike) -> dict[Any, dict]:
@@ -366,7 +388,7 @@ def load_image_pairs(
     gt_json: str | os.PathLike, gt_dir: str | os.PathLike, pred_json: str | os.PathLike, pred_dir: str | os.PathLike
 ) -> tuple[list[dict], list[_ImagePair]]:
     """The GT categories and the GT/prediction pairs in GT order, with the JSON-level checks."""
-    gt_data, pred_data = _load_json(gt_json), _load_json(pred_json)
+    (gt_data, gt_index), (pred_data, _) = _load_json(gt_json, "gt"), _load_json(pred_json, "pred")
     categories = gt_data.get("categories")
     if not isinstance(categories, list) or not categories:
         raise DataError(gt_json, "no 'categories' list")
@@ -387,6 +409,7 @@ def load_image_pairs(
             pred_by_image[image_id]["segments_info"],
             str(gt_json),
             str(pred_json),
+            gt_index.images.get(image_id),
         )
         for image_id, gt in gt_by_image.items()
     ]
@@ -397,6 +420,8 @@ def _evaluate_pairs(categories: list[dict], pairs: Sequence[_ImagePair]) -> PQAc
     accumulator = PQAccumulator(categories)
     for pair in pairs:
         gt_ids = read_segment_ids(pair.gt_png)
+        if pair.gt_image is not None and (mismatch := size_problem(pair.gt_png, gt_ids.shape, pair.gt_image)):
+            raise mismatch
         pred_ids = read_segment_ids(pair.pred_png)
         try:
             accumulator._add(gt_ids, pair.gt_segments, pred_ids, pair.pred_segments)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from spatialflow.data.coco_panoptic import read_json
+from spatialflow.data.coco_panoptic import check_panoptic_json, raise_first, read_json, size_problem
 from spatialflow.errors import ConfigError, DataError
 from spatialflow.panoptic.pq import read_segment_ids
 from spatialflow.utils.atomic import atomic_open, atomic_write_json
@@ -47,19 +47,19 @@ def _load(path: str | os.PathLike) -> dict:
 
 def check_prediction(pred: dict, pred_json: str | os.PathLike, pred_dir: str | os.PathLike,
                      image_ids: set | None = None) -> None:
-    """Raise DataError (naming the file) for the first problem that would make the server reject ``pred``."""
-    annotations = pred.get("annotations")
-    if not isinstance(annotations, list):
-        raise DataError(pred_json, "no 'annotations' list")
-    categories = pred.get("categories") or []
-    known = {c["id"] for c in categories}
-    if not known:
+    """Raise DataError (naming the file) for the first problem that would make the server reject ``pred``.
+
+    The JSON and PNG checks are those of validate-data and evaluate (``check_panoptic_json``,
+    ``read_segment_ids``): duplicate, absolute and '..' file names and missing keys are refused here.
+    """
+    problems, index = check_panoptic_json(pred, pred_json, "submission", nonempty=True)
+    raise_first(problems)
+    if not index.category_ids:
         raise DataError(pred_json, "no 'categories' list (copy it from the panoptic val2017 JSON)")
+    annotations = pred["annotations"]
     seen: set = set()
-    for annotation in tqdm(annotations, desc="check", unit="img"):
-        image_id = annotation.get("image_id")
-        if image_id in seen:
-            raise DataError(pred_json, f"two annotations for image {image_id}")
+    for annotation in tqdm(annotations, desc="check", unit="img", disable=None):
+        image_id = annotation["image_id"]
         seen.add(image_id)
         if image_ids is not None and image_id not in image_ids:
             raise DataError(pred_json, f"annotation for image {image_id}, which is not in the image list")
@@ -67,16 +67,37 @@ def check_prediction(pred: dict, pred_json: str | os.PathLike, pred_dir: str | o
         ids = [s["id"] for s in annotation["segments_info"]]
         if len(set(ids)) != len(ids):
             raise DataError(pred_json, f"image {image_id}: duplicate segment ids")
-        unknown = sorted({s["category_id"] for s in annotation["segments_info"]} - known)
+        unknown = sorted({s["category_id"] for s in annotation["segments_info"]} - index.category_ids)
         if unknown:
             raise DataError(pred_json, f"image {image_id}: unknown category ids {unknown}")
-        in_png = set(np.unique(read_segment_ids(png)).tolist()) - {0}
+        segment_ids = read_segment_ids(png)
+        info = index.images.get(image_id)  # a prediction JSON may list its images: sizes must agree
+        if info is not None and (mismatch := size_problem(png, segment_ids.shape, info)):
+            raise mismatch
+        in_png = set(np.unique(segment_ids).tolist()) - {0}
         if in_png != set(ids) - {0}:
             raise DataError(png, f"PNG segment ids {sorted(in_png - set(ids))[:5]} not in the JSON, "
                                  f"JSON ids {sorted(set(ids) - in_png)[:5]} not in the PNG")
     if image_ids is not None and len(seen) != len(image_ids):
         missing = sorted(image_ids - seen, key=str)
         raise DataError(pred_json, f"no annotation for {len(missing)} images, e.g. {missing[:5]}")
+
+
+def verify_zip(zip_path: str | os.PathLike, name: str, annotations: list[dict]) -> None:
+    """The written zip holds the results JSON and exactly one entry per annotation, all under ``name/``."""
+    expected = {f"{name}.json"} | {f"{name}/{a['file_name']}" for a in annotations}
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            entries = archive.namelist()
+            damaged = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataError(zip_path, f"written zip cannot be read back ({exc})") from None
+    if damaged is not None:
+        raise DataError(zip_path, f"written zip entry {damaged} fails its CRC check")
+    outside = [e for e in entries if e != f"{name}.json" and not e.startswith(f"{name}/")]
+    if outside or len(entries) != len(set(entries)) or set(entries) != expected:
+        raise DataError(zip_path, f"written zip has {len(entries)} entries ({outside[:3]} outside {name}/); "
+                                  f"expected {len(expected)}: the JSON and one PNG per annotation under {name}/")
 
 
 def package_submission(pred_json: str | os.PathLike, pred_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -87,18 +108,24 @@ def package_submission(pred_json: str | os.PathLike, pred_dir: str | os.PathLike
     pred = _load(pred_json)
     image_ids = None
     if image_info_json is not None:
-        image_ids = {image["id"] for image in _load(image_info_json).get("images", [])}
+        info = _load(image_info_json)
+        images = info.get("images")
+        image_ids = {image["id"] for image in images if isinstance(image, dict)
+                     and isinstance(image.get("id"), (int, str))} if isinstance(images, list) else set()
         if not image_ids:
-            raise DataError(image_info_json, "no 'images' list")
+            raise DataError(image_info_json, "no 'images' list with ids")
     check_prediction(pred, pred_json, pred_dir, image_ids)
 
     out = Path(out_dir)
     json_path = out / f"{name}.json"
     zip_path = out / f"{name}.zip"
     atomic_write_json(json_path, pred, indent=None)
-    with atomic_open(zip_path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
-        # PNGs are already deflated: storing them is as small and much faster.
-        archive.write(json_path, f"{name}.json", compress_type=zipfile.ZIP_DEFLATED)
-        for annotation in tqdm(pred["annotations"], desc="zip", unit="png"):
-            archive.write(Path(pred_dir) / annotation["file_name"], f"{name}/{annotation['file_name']}")
+    with atomic_open(zip_path, "wb") as handle:
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+            # PNGs are already deflated: storing them is as small and much faster.
+            archive.write(json_path, f"{name}.json", compress_type=zipfile.ZIP_DEFLATED)
+            for annotation in tqdm(pred["annotations"], desc="zip", unit="png", disable=None):
+                archive.write(Path(pred_dir) / annotation["file_name"], f"{name}/{annotation['file_name']}")
+        handle.flush()
+        verify_zip(handle.name, name, pred["annotations"])  # the temp file: a bad zip is never renamed into place
     return json_path, zip_path

@@ -1,6 +1,9 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename.
 
-A crash in the middle of a write leaves the previous file intact, never a half-written one.
+A crash in the middle of a write leaves the previous file intact, never a half-written one. The temporary
+file is created with mode 0666 minus the umask (0644 under the usual umask 022), like any ``open(path, "w")``,
+so outputs are as readable by teammates as the user's other files. Temporary files are named
+``.<name>.<random>.tmp``; ``remove_stale_temp_files`` deletes those a killed writer left behind.
 """
 
 from __future__ import annotations
@@ -8,23 +11,34 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+
+def _create_exclusive(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_EXCL, 0o666)  # the umask applies, as for open()
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. ``handle.name`` is the
+    temporary file's path (e.g. to read back what was written before the rename).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            handle = open(tmp, mode, opener=_create_exclusive, **kwargs)  # noqa: SIM115 - closed below
+            break
+        except FileExistsError:
+            continue
     try:
-        with os.fdopen(fd, mode, **kwargs) as handle:
+        with handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -33,6 +47,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temp_files(directory: str | os.PathLike, pattern: str) -> list[Path]:
+    """Delete the temporary files (``pattern``, e.g. ``.checkpoint_*.tmp``) a killed writer left in ``directory``.
+
+    Call it only where no other process is writing into ``directory`` at the same time.
+    """
+    directory = Path(directory)
+    removed = []
+    if directory.is_dir():
+        for stale in directory.glob(pattern):
+            if stale.is_file() and stale.name.startswith(".") and stale.name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+                removed.append(stale)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -9,6 +9,7 @@ from kedro.pipeline import Pipeline
 
 from spatialflow_repro.config_loader import PARAMS_FILE
 from spatialflow_repro.pipelines.data_prep import pipeline as data_prep
+from spatialflow_repro.pipelines.evaluate import pipeline as evaluate
 from spatialflow_repro.pipelines.figures import pipeline as figures
 from spatialflow_repro.pipelines.tables import pipeline as tables
 from spatialflow_repro.pipelines.train import pipeline as train
@@ -30,9 +31,11 @@ def build_pipelines(params: dict | None = None) -> dict[str, Pipeline]:
     lambda_rows = [name for name, row in rows.items() if row["group"] == "lambda_rows"]
     pipelines = {
         "data_prep": data_prep.create_pipeline(),
+        "pretrain_backbone": data_prep.create_pretrain_pipeline(list(params.get("pretrain_backbones") or {})),
         "train": train.create_pipeline(rows),
+        "evaluate_val": evaluate.create_evaluation_pipeline(rows),
         "lambda_search": train.create_lambda_search_pipeline(lambda_rows),
-        "evaluate": train.create_testdev_pipeline(list(testdev_rows(params))),
+        "evaluate": evaluate.create_testdev_pipeline(list(testdev_rows(params))),
     }
     # `kedro run` alone trains and evaluates every row; tables and figures read the row metrics from
     # disk, so they run after it by name (`kedro run --pipeline tables`), as their DVC stages do.

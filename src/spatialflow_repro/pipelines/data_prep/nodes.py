@@ -12,7 +12,7 @@ from pathlib import Path
 
 from spatialflow.data.categories import CategoryMap
 from spatialflow.data.coco_panoptic import SplitPaths, load_panoptic_json
-from spatialflow.errors import DataError
+from spatialflow.errors import ConfigError, DataError
 from spatialflow_repro.rows import active_profile
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def prepare_synthetic(spec: dict) -> dict:
         num_test=int(spec["num_test"]),
         seed=int(spec.get("seed", 0)),
         size=tuple(spec["image_size"]),
+        object_scale=float(spec.get("object_scale", 1.0)),
     )
     splits = {role: written[name] for role, name in spec["splits"].items()}
     return _describe(splits, Path(splits["val"].json_path), "synthetic")
@@ -112,3 +113,26 @@ def prepare_datasets(params: dict) -> dict:
         log.info("preparing dataset %s (%s)", name, kind)
         manifest[name] = PREPARERS[kind](spec)
     return manifest
+
+
+def pretrain_backbone(name: str, params: dict) -> dict:
+    """The tiny profile's ImageNet stand-in for one ResNet depth (``pretrain_backbones.<name>``).
+
+    Writes the weights where the active profile's ``training.model.backbone_weights`` expects them; a
+    profile that does not use this depth (or uses torchvision's ImageNet files) skips the work.
+    """
+    from spatialflow.engine.pretrain import PretrainConfig, pretrain_backbone as run_pretraining
+
+    spec = (params.get("pretrain_backbones") or {}).get(name)
+    if spec is None:
+        raise ConfigError(f"params.yaml: pretrain_backbones has no entry {name!r}")
+    cfg = PretrainConfig(**spec)
+    profile = active_profile(params)
+    training = profile.get("training") or {}
+    template = (training.get("model") or {}).get("backbone_weights")
+    depths = {int(d) for d in (training.get("backbones") or {}).values()}
+    if not template or cfg.depth not in depths:
+        return {"name": name, "depth": cfg.depth, "skipped": f"profile {profile['name']} does not use it"}
+    out = Path(str(template).format(depth=cfg.depth))
+    log.info("pretraining ResNet-%d on synthetic scenes -> %s", cfg.depth, out)
+    return {"name": name, **run_pretraining(cfg, out), "config": spec}

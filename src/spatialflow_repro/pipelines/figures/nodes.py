@@ -210,7 +210,7 @@ PREDICTION_NAMES = (("panoptic_pred.json", "panoptic_pred"), ("panoptic.json", "
 
 
 def prediction_folder(metrics: dict, row: str) -> tuple[Path, Path] | None:
-    """(JSON, PNG folder) of a row's first-seed val predictions (``spatialflow.engine.evaluation``'s
+    """(JSON, PNG folder) of a row's first-seed val predictions (``spatialflow.inference.evaluate``'s
     ``panoptic_pred.json`` + ``panoptic_pred/``), or None if there are none."""
     folders = [Path(s["predictions"]) for s in metrics.get("per_seed", []) if s.get("predictions")]
     folders += sorted((MODEL_OUTPUT_DIR / row / "val_predictions").glob("seed*"))
@@ -324,7 +324,7 @@ def final_model_path(row: str) -> Path | None:
 
 def _eval_image(image: np.ndarray, cfg: Any) -> np.ndarray:
     """The image at the row's test size (the transforms' shorter side / max size)."""
-    from spatialflow.engine.inference import resized_size
+    from spatialflow.inference.predict import resized_size
 
     t = cfg.data.transforms
     short = t.min_size if isinstance(t.min_size, int) else max(t.min_size)

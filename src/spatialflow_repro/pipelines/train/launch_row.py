@@ -28,13 +28,17 @@ def train_seed(cfg_dict: dict, row_name: str, row: dict, profile: dict, seed: in
     from spatialflow.engine.trainer import train
 
     cfg = load_experiment_config(cfg_dict)
-    resume = ckpt.latest_checkpoint(Path(cfg.output_dir) / "checkpoints") is not None
+    output_dir = Path(cfg.output_dir)
+    done = _finished(output_dir, cfg)
+    if done is not None:  # this identity was trained to the end already: nothing to redo, no new MLflow run
+        return done
+    resume = ckpt.latest_checkpoint(output_dir / "checkpoints") is not None
     callbacks, tracker = [], None
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun's rank (the process group starts inside train)
         tracker = tracking.row_callback(row_name, row, profile, seed, cfg_dict)
         callbacks.append(tracker)
     try:
-        result = train(cfg, callbacks=callbacks, resume=resume)
+        result = train(cfg, callbacks=callbacks, resume=resume, replace=True)
     except BaseException:
         if tracker is not None:
             tracker.close("FAILED")
@@ -53,6 +57,19 @@ def train_seed(cfg_dict: dict, row_name: str, row: dict, profile: dict, seed: in
         tracker.close("FINISHED")
         atomic_write_json(Path(cfg.output_dir) / RESULT_FILE, summary)
     return summary
+
+
+def _finished(output_dir: Path, cfg) -> dict | None:
+    """The stored summary of a seed whose folder holds this very training identity, trained to the end."""
+    from spatialflow.engine.run_dir import run_identity, stored_identity
+
+    result, final = output_dir / RESULT_FILE, output_dir / "model_final.pt"
+    if not (result.is_file() and final.is_file()) or stored_identity(output_dir) != run_identity(cfg):
+        return None
+    try:
+        return json.loads(result.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
 
 
 def torchrun_command(config_path: Path, info_path: Path, gpus: int) -> list[str]:

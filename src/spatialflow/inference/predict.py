@@ -92,7 +92,7 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def _predict_tta(model: SpatialFlow, images: list[Tensor], tta: TTAConfig, return_stuff_logits: bool) -> list[dict]:
-    cfg = model.cfg
+    test = model.inference
     originals = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
     candidates: list[list[Detections]] = [[] for _ in images]
     stuff_sum: list[Tensor | int] = [0 for _ in images]
@@ -110,7 +110,7 @@ def _predict_tta(model: SpatialFlow, images: list[Tensor], tta: TTAConfig, retur
                 stuff_sum[i] = stuff_sum[i] + _resize(logits, orig)
             augmentations.append((raw, sizes, flip))
 
-    detections = [nms_top(Detections.cat(c), cfg.nms_thresh, cfg.max_detections) for c in candidates]
+    detections = [nms_top(Detections.cat(c), test.nms_thresh, test.max_detections) for c in candidates]
     prob_sum: list[Tensor | int] = [0 for _ in images]
     for raw, sizes, flip in augmentations:
         mapped = []

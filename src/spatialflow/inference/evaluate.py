@@ -57,7 +57,7 @@ def predict_split(model: torch.nn.Module, image_infos: list[dict], image_dir: st
     from tqdm import tqdm
 
     from spatialflow.data.coco_panoptic import PanopticWriter, read_image
-    from spatialflow.engine.inference import TTAConfig, predict
+    from spatialflow.inference.predict import TTAConfig, predict
     from spatialflow.panoptic.merge import to_coco_segments
 
     out_dir = Path(out_dir)

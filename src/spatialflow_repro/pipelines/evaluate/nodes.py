@@ -1,0 +1,107 @@
+"""Nodes that evaluate a trained row: val PQ (every seed, mean +- std) and test-dev (or the COCO upload).
+
+They read the row's checkpoints (``<row>.training``) and the profile's inference settings
+(``profiles.<p>.inference``: test-time detection, merge, TTA) and nothing of its training settings, so
+the DVC stages that run them (`evaluate_val@<row>`, `evaluate_testdev@<row>`) re-run when the inference
+settings or code change, and a retrained row re-runs them through its checkpoints.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from spatialflow.errors import ConfigError
+from spatialflow_repro import tracking
+from spatialflow_repro.rows import inference_settings, row_and_profile, skipped_row, tta_settings
+
+SUMMARY_KEYS = {"pq": ("All", "pq"), "pq_th": ("Things", "pq"), "pq_st": ("Stuff", "pq"),
+                "sq": ("All", "sq"), "rq": ("All", "rq")}
+
+
+def summarise(per_seed: list[dict]) -> tuple[dict | None, dict | None]:
+    """Mean and sample standard deviation over seeds of PQ/PQ_th/PQ_st/SQ/RQ (std 0 for one seed)."""
+    with_numbers = [s["metrics"] for s in per_seed if s.get("metrics")]
+    if not with_numbers:
+        return None, None
+    values = {key: [m[group][name] for m in with_numbers] for key, (group, name) in SUMMARY_KEYS.items()}
+    mean = {key: statistics.fmean(v) for key, v in values.items()}
+    std = {key: (statistics.stdev(v) if len(v) > 1 else 0.0) for key, v in values.items()}
+    return mean, std
+
+
+def evaluate_checkpoint(final_model: str, split_role: str, out_dir: Path, tta: dict | None,
+                        inference: dict | None = None) -> dict:
+    """Predict a split with a trained model under ``inference`` (InferenceConfig values; None: the
+    paper's defaults); PQ where the split has ground truth, else the COCO upload.
+
+    Returns {"metrics": pq_compute's dict | None, "submission": zip path | None}.
+    """
+    from spatialflow.inference.evaluate import evaluate, predict_split, read_split_json
+    from spatialflow.inference.predict import TTAConfig
+    from spatialflow.engine.trainer import load_trained_model
+    from spatialflow.models.config import inference_config
+    from spatialflow.panoptic.submission import package_submission
+
+    model, cfg, categories = load_trained_model(final_model)
+    model.inference = inference_config(inference)
+    split = getattr(cfg.data, split_role)
+    if split is None:
+        raise ConfigError(f"{final_model}: its config has no '{split_role}' split to evaluate")
+    sizes = cfg.data.transforms
+    min_size = sizes.min_size if isinstance(sizes.min_size, int) else max(sizes.min_size)
+    tta_config = None if tta is None else TTAConfig(scales=[tuple(s) for s in tta["scales"]], flip=bool(tta["flip"]))
+    if split.png_dir is not None:
+        metrics = evaluate(model, split.json, split.image_dir, out_dir, png_dir=split.png_dir,
+                           min_size=min_size, max_size=sizes.max_size, tta=tta_config)
+        return {"metrics": metrics, "submission": None}
+    # No ground truth (COCO test-dev): predictions with the model's own categories -> the upload package.
+    images = read_split_json(split.json)["images"]
+    run = predict_split(model, images, split.image_dir, categories, out_dir, min_size=min_size,
+                        max_size=sizes.max_size, tta=tta_config)
+    _, zip_path = package_submission(run["pred_json"], run["pred_dir"], out_dir / "submission",
+                                     method=f"spatialflow-{cfg.name}", image_info_json=split.json)
+    return {"metrics": None, "submission": str(zip_path)}
+
+
+def _evaluate(row_name: str, params: dict, training: dict, split_role: str, tta_name: str | None,
+              out_name: str) -> dict:
+    row, profile = row_and_profile(row_name, params)
+    predictions_root = Path("data/07_model_output") / row_name / out_name
+    predictions_root.mkdir(parents=True, exist_ok=True)  # a DVC output even when the row is skipped
+    if training.get("skipped"):
+        return {**skipped_row(row_name, row, profile), "split": split_role}
+    tta = tta_settings(tta_name, profile)
+    inference = inference_settings(row, profile)
+    per_seed = []
+    for seed_info in training["seeds"]:
+        out_dir = predictions_root / f"seed{seed_info['seed']}"
+        result = evaluate_checkpoint(seed_info["final_model"], split_role, out_dir, tta, inference)
+        entry = {"seed": seed_info["seed"], "mlflow_run_id": seed_info.get("mlflow_run_id"),
+                 "predictions": str(out_dir), "metrics": result["metrics"], "submission": result["submission"]}
+        tracking.log_evaluation(seed_info.get("mlflow_run_id"), split_role, entry, out_dir)
+        per_seed.append(entry)
+    mean, std = summarise(per_seed)
+    return {
+        "row": row_name, "profile": profile["name"], "tables": row["tables"], "split": split_role,
+        "lambda": training["lambda"], "preset": row["preset"], "backbone": row["backbone"],
+        "size": str(row["size"]), "dataset": row["dataset"], "ran": training["ran"], "tta": tta_name,
+        "inference": inference,
+        "has_ground_truth": mean is not None, "seeds": [s["seed"] for s in per_seed], "per_seed": per_seed,
+        "summary": mean, "summary_std": std,
+        "submission": next((s["submission"] for s in per_seed if s.get("submission")), None),
+    }
+
+
+def evaluate_row_val(row_name: str, params: dict, training: dict) -> dict:
+    """PQ of every seed of a row on the val split (with the row's val TTA, Table 7's "-M")."""
+    row, _ = row_and_profile(row_name, params)
+    return _evaluate(row_name, params, training, "val", row.get("val_tta"), "val_predictions")
+
+
+def evaluate_row_testdev(row_name: str, params: dict, training: dict) -> dict:
+    """Test-dev numbers (Tables 5-6), or the submission package where test-dev has no ground truth."""
+    settings = (params.get("testdev_rows") or {}).get(row_name) or {}
+    return _evaluate(row_name, params, training, "test", settings.get("tta"), "testdev_predictions")
+
+

@@ -1,0 +1,272 @@
+"""The claims report: each of the paper's claims, the rows it compares, and a verdict by a fixed rule.
+
+The rule is fixed here, in code, before any number is seen, and applied to whatever comes out:
+
+- every claim compares mean PQ (percent) over seeds: ``diff = mean(rows the paper says are better) -
+  mean(the rows they beat)``; its standard error is ``sqrt(s_a^2 / n_a + s_b^2 / n_b)``;
+- **reproduced** when ``diff`` has the paper's sign and ``|diff| > 2 SE``; **contradicted** when it has
+  the opposite sign and ``|diff| > 2 SE``; otherwise **not resolved at this scale**;
+- a row trained with one seed has no spread of its own: its ``s`` is the pooled seed standard deviation
+  of the multi-seed rows (Tables 2 / 3) on the same dataset, and the report says so;
+- claim 1 (an interior optimum of lambda) compares the best interior lambda with each end of the range
+  (1.0 and 0.1): reproduced when it beats both by more than 2 SE, contradicted when an end beats every
+  interior lambda by more than 2 SE, otherwise not resolved.
+
+Output: ``data/08_reporting/claims.md`` and ``claims.json`` (byte-identical for the same metrics).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spatialflow.utils.atomic import atomic_write_json, atomic_write_text
+from spatialflow_repro.pipelines.tables.nodes import (
+    REPORTING_DIR,
+    load_paper_tables,
+    metrics_file,
+    read_metrics,
+    seed_metrics,
+)
+
+CLAIMS_MD = REPORTING_DIR / "claims.md"
+CLAIMS_JSON = REPORTING_DIR / "claims.json"
+Z = 2.0  # standard errors a difference must exceed to count
+METRIC = "pq"
+REPRODUCED, CONTRADICTED, UNRESOLVED, MISSING = ("reproduced", "contradicted", "not resolved at this scale",
+                                                 "not run")
+RULE = (f"A claim compares mean {METRIC.upper()} over seeds. diff = mean(better rows) - mean(baseline rows), "
+        f"SE = sqrt(s_a^2/n_a + s_b^2/n_b). Reproduced: diff has the paper's sign and |diff| > {Z:g} SE. "
+        f"Contradicted: the opposite sign and |diff| > {Z:g} SE. Otherwise: not resolved at this scale. A row "
+        "with a single seed uses the pooled seed standard deviation of the Table 2 (COCO-like) or Table 3 "
+        "(Cityscapes-like) rows as its s. Claim 1 compares the best interior lambda with both ends of the "
+        "range (each difference must pass). The rule was fixed in code before the numbers were seen.")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``better`` should beat ``worse`` (table numbers say where each row's metrics live)."""
+
+    label: str
+    better: tuple[int, str]  # (table, row)
+    worse: tuple[int, str]
+
+
+@dataclass(frozen=True)
+class Claim:
+    number: int
+    text: str
+    comparisons: tuple[Comparison, ...]
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(1, "Table 1 has an interior optimum of the stuff-loss weight lambda", ()),  # special rule
+    Claim(2, "The stuff and mask sub-networks help (Table 2, row 2 vs row 1)",
+          (Comparison("+ sub-nets vs baseline", (2, "t2_subnets"), (2, "t2_baseline")),)),
+    Claim(3, "Each spatial flow adds to the one before (Table 2, rows 3-6, each vs the previous)",
+          (Comparison("+ reg-cls flow", (2, "t2_reg_cls"), (2, "t2_subnets")),
+           Comparison("+ reg-stuff flow", (2, "t2_reg_stuff"), (2, "t2_reg_cls")),
+           Comparison("+ reg-mask flow", (2, "t2_reg_mask"), (2, "t2_reg_stuff")),
+           Comparison("+ stuff-mask flow", (2, "t2_spatialflow"), (2, "t2_reg_mask")))),
+    Claim(4, "Full SpatialFlow beats the baseline on COCO-like (Table 2) and Cityscapes-like (Table 3) data",
+          (Comparison("COCO-like", (2, "t2_spatialflow"), (2, "t2_baseline")),
+           Comparison("Cityscapes-like", (3, "t3_spatialflow"), (3, "t3_baseline")))),
+    Claim(5, "The deeper backbone and the larger image size help (Table 4)",
+          (Comparison("R101 vs R50 at 600", (4, "t4_r101_600"), (4, "t4_r50_600")),
+           Comparison("R101 vs R50 at 800", (4, "t4_r101_800"), (4, "t2_spatialflow")),
+           Comparison("800 vs 600 with R50", (4, "t2_spatialflow"), (4, "t4_r50_600")),
+           Comparison("800 vs 600 with R101", (4, "t4_r101_800"), (4, "t4_r101_600")))),
+    Claim(6, "Deformable convolutions + multi-scale testing help on test-dev (Table 6 vs Table 5)",
+          (Comparison("R101-DCN + TTA vs R101 @ 800", (6, "t6_r101_dcn"), (5, "t4_r101_800")),)),
+    Claim(7, "COCO pretraining (+ multi-scale testing, '-COCO-M') helps on Cityscapes (Table 7)",
+          (Comparison("-COCO-M vs from ImageNet", (7, "t7_r101_coco"), (7, "t7_r101")),)),
+)
+LAMBDA_ROWS = ("t1_lambda_1_00", "t1_lambda_0_75", "t1_lambda_0_50", "t1_lambda_0_40",
+               "t1_lambda_0_30", "t1_lambda_0_25", "t1_lambda_0_20", "t1_lambda_0_10")
+POOLED_FROM = {"coco": (2, ("t2_baseline", "t2_subnets", "t2_reg_cls", "t2_reg_stuff", "t2_reg_mask",
+                            "t2_spatialflow")),
+               "cityscapes": (3, ("t3_baseline", "t3_subnets", "t3_reg_cls", "t3_reg_stuff", "t3_reg_mask",
+                                  "t3_spatialflow"))}
+PAPER_ROW_INDEX = {
+    (2, "t2_baseline"): 0, (2, "t2_subnets"): 1, (2, "t2_reg_cls"): 2, (2, "t2_reg_stuff"): 3,
+    (2, "t2_reg_mask"): 4, (2, "t2_spatialflow"): 5,
+    (3, "t3_baseline"): 0, (3, "t3_spatialflow"): 5,
+    (4, "t4_r50_600"): 0, (4, "t4_r101_600"): 1, (4, "t2_spatialflow"): 2, (4, "t4_r101_800"): 3,
+    (5, "t4_r101_800"): 5, (6, "t6_r101_dcn"): 5, (7, "t7_r101"): 4, (7, "t7_r101_coco"): 5,
+}
+
+
+@dataclass(frozen=True)
+class RowStats:
+    row: str
+    values: tuple[float, ...]  # PQ of each seed
+    dataset: str | None
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+
+def row_stats(table: int, row: str, metrics_dir: Path) -> RowStats | None:
+    path = metrics_file(table, row, metrics_dir)
+    metrics = read_metrics(path)
+    if metrics is None or metrics.get("skipped") or not metrics.get("has_ground_truth", True):
+        return None
+    values = tuple(float(v[METRIC]) for v in seed_metrics(metrics, path))
+    return RowStats(row, values, metrics.get("dataset"))
+
+
+def pooled_std(rows: list[RowStats]) -> float | None:
+    """Pooled sample standard deviation of several rows' seeds (None without any row of >= 2 seeds)."""
+    multi = [r for r in rows if r.n >= 2]
+    dof = sum(r.n - 1 for r in multi)
+    if not dof:
+        return None
+    return math.sqrt(sum(statistics.variance(r.values) * (r.n - 1) for r in multi) / dof)
+
+
+def verdict(diff: float, se: float | None, sign: int = 1) -> str:
+    """The fixed rule: reproduced / contradicted beyond Z standard errors, else not resolved."""
+    if se is None:
+        return UNRESOLVED
+    if sign * diff > Z * se:
+        return REPRODUCED
+    if sign * diff < -Z * se:
+        return CONTRADICTED
+    return UNRESOLVED
+
+
+def _spread(stats: RowStats, pooled: dict[str, float | None]) -> tuple[float | None, str]:
+    if stats.n >= 2:
+        return statistics.stdev(stats.values), f"{stats.n} seeds"
+    s = pooled.get(stats.dataset or "")
+    return s, "1 seed (pooled s)" if s is not None else "1 seed"
+
+
+def compare(a: RowStats, b: RowStats, pooled: dict[str, float | None]) -> dict[str, Any]:
+    sa, na_text = _spread(a, pooled)
+    sb, nb_text = _spread(b, pooled)
+    diff = a.mean - b.mean
+    se = None if sa is None or sb is None else math.sqrt(sa**2 / a.n + sb**2 / b.n)
+    return {"diff": round(diff, 2), "se": None if se is None else round(se, 2), "verdict": verdict(diff, se),
+            "better_mean": round(a.mean, 2), "worse_mean": round(b.mean, 2), "seeds": f"{na_text} vs {nb_text}",
+            "uses_pooled_spread": a.n < 2 or b.n < 2}
+
+
+def _paper_value(paper: dict, table: int, row: str) -> float | None:
+    index = PAPER_ROW_INDEX.get((table, row))
+    if index is None:
+        return None
+    return paper[f"table{table}"]["rows"][index].get(METRIC)
+
+
+def _claim1(metrics_dir: Path, pooled: dict[str, float | None], paper: dict) -> dict[str, Any]:
+    stats = {row: row_stats(1, row, metrics_dir) for row in LAMBDA_ROWS}
+    lambdas = {row: float(p["lambda"]) for row, p in zip(LAMBDA_ROWS, paper["table1"]["rows"])}
+    paper_pq = {row: p[METRIC] for row, p in zip(LAMBDA_ROWS, paper["table1"]["rows"])}
+    if any(s is None for s in stats.values()):
+        return {"number": 1, "text": CLAIMS[0].text, "verdict": MISSING, "comparisons": []}
+    ends, interior = (LAMBDA_ROWS[0], LAMBDA_ROWS[-1]), LAMBDA_ROWS[1:-1]
+    best = max(interior, key=lambda r: stats[r].mean)
+    comparisons = []
+    for end in ends:
+        c = compare(stats[best], stats[end], pooled)
+        comparisons.append({"label": f"best interior lambda {lambdas[best]:g} vs lambda {lambdas[end]:g}",
+                            "better": best, "worse": end,
+                            "paper_diff": round(paper_pq[best] - paper_pq[end], 2), **c})
+    if all(c["verdict"] == REPRODUCED for c in comparisons):
+        overall = REPRODUCED
+    elif any(compare(stats[end], stats[best], pooled)["verdict"] == REPRODUCED for end in ends):
+        overall = CONTRADICTED  # an end of the range beats even the best interior lambda beyond 2 SE
+    else:
+        overall = UNRESOLVED
+    return {"number": 1, "text": CLAIMS[0].text, "verdict": overall, "comparisons": comparisons,
+            "pq_by_lambda": {f"{lambdas[r]:g}": round(stats[r].mean, 2) for r in LAMBDA_ROWS}}
+
+
+def _overall(verdicts: list[str]) -> str:
+    """A claim with several comparisons: reproduced only if all are; contradicted if any is."""
+    if not verdicts or MISSING in verdicts:
+        return MISSING
+    if all(v == REPRODUCED for v in verdicts):
+        return REPRODUCED
+    if CONTRADICTED in verdicts:
+        return CONTRADICTED
+    return UNRESOLVED
+
+
+def build_claims(profile: str, metrics_dir: str | Path, paper: dict | None = None) -> dict[str, Any]:
+    """Every claim with its comparisons and verdict (see the module docstring for the rule)."""
+    paper = paper if paper is not None else load_paper_tables()
+    metrics_dir = Path(metrics_dir)
+    pooled = {}
+    for dataset, (table, rows) in POOLED_FROM.items():
+        found = [s for s in (row_stats(table, r, metrics_dir) for r in rows) if s is not None]
+        pooled[dataset] = pooled_std(found)
+    claims = [_claim1(metrics_dir, pooled, paper)]
+    for claim in CLAIMS[1:]:
+        comparisons = []
+        for comp in claim.comparisons:
+            a, b = row_stats(*comp.better, metrics_dir), row_stats(*comp.worse, metrics_dir)
+            pa, pb = _paper_value(paper, *comp.better), _paper_value(paper, *comp.worse)
+            entry = {"label": comp.label, "better": comp.better[1], "worse": comp.worse[1],
+                     "paper_diff": None if pa is None or pb is None else round(pa - pb, 2)}
+            if a is None or b is None:
+                entry["verdict"] = MISSING
+            else:
+                entry.update(compare(a, b, pooled))
+            comparisons.append(entry)
+        claims.append({"number": claim.number, "text": claim.text,
+                       "verdict": _overall([c["verdict"] for c in comparisons]), "comparisons": comparisons})
+    return {"profile": profile, "metric": METRIC, "rule": RULE,
+            "pooled_seed_std": {k: None if v is None else round(v, 3) for k, v in pooled.items()},
+            "claims": claims}
+
+
+def _num(value: float | None, signed: bool = True) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def render_claims(report: dict[str, Any]) -> str:
+    pooled = ", ".join(f"{k}: {_num(v, signed=False)}" for k, v in report["pooled_seed_std"].items())
+    lines = [f"# The paper's claims, checked (profile: {report['profile']})", "",
+             f"**Verdict rule (fixed before the numbers were seen).** {report['rule']}", "",
+             f"Pooled seed standard deviation of PQ used for single-seed rows: {pooled}.", "",
+             "| # | Claim | Rows compared | Paper Δ PQ | Reproduced Δ PQ ± SE | Seeds | Verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for claim in report["claims"]:
+        comps = claim["comparisons"] or [{"label": "—", "verdict": claim["verdict"]}]
+        for i, c in enumerate(comps):
+            head = (f"{claim['number']}", claim["text"]) if i == 0 else ("", "")
+            rows = f"{c['label']}: `{c['better']}` vs `{c['worse']}`" if "better" in c else c["label"]
+            repro = "—" if c.get("diff") is None else f"{_num(c['diff'])} ± {_num(c.get('se'), signed=False)}"
+            lines.append(f"| {head[0]} | {head[1]} | {rows} | {_num(c.get('paper_diff'))} | {repro} | "
+                         f"{c.get('seeds', '—')} | {c['verdict']} |")
+        lines.append(f"| | **Claim {claim['number']}** | | | | | **{claim['verdict']}** |")
+    if report["claims"] and report["claims"][0].get("pq_by_lambda"):
+        by = report["claims"][0]["pq_by_lambda"]
+        lines += ["", "Claim 1, mean PQ by lambda: " + ", ".join(f"λ={k}: {v:.1f}" for k, v in by.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_claims(report: dict[str, Any], md_path: Path = CLAIMS_MD, json_path: Path = CLAIMS_JSON) -> None:
+    atomic_write_text(md_path, render_claims(report))
+    atomic_write_json(json_path, report)
+
+
+def generate_claims(profile: str) -> dict[str, Any]:
+    """Kedro node: the claims report from the row metrics on disk (``claims.md`` + ``claims.json``)."""
+    from spatialflow_repro.pipelines.tables.nodes import METRICS_DIR
+
+    report = build_claims(profile, METRICS_DIR)
+    write_claims(report)
+    return report

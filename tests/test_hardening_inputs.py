@@ -1,0 +1,315 @@
+"""Issue 11: every bad input gets one line; validate-data, evaluate and package-submission agree; submissions,
+checkpoints and file modes cannot be broken silently. The probe's cases are the cases here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spatialflow.cli import main
+from spatialflow.data.coco_panoptic import PanopticWriter
+from spatialflow.engine import checkpoint as ckpt
+from spatialflow.errors import CheckpointError, DataError
+from spatialflow.panoptic.submission import verify_zip
+from spatialflow.utils.atomic import atomic_write_json, atomic_write_text
+
+CATEGORIES = [{"id": 1, "name": "thing", "isthing": 1}, {"id": 2, "name": "stuff", "isthing": 0}]
+IDS = np.array([[0, 5, 5, 9], [9, 5, 5, 9], [9, 9, 9, 9]])
+
+
+def make_set(root: Path) -> tuple[Path, Path]:
+    """A valid COCO-panoptic set of two 3x4 images: root/pan.json + root/pan/{a,b}.png."""
+    with PanopticWriter(root / "pan", root / "pan.json", CATEGORIES) as writer:
+        for image_id, name in ((1, "a.png"), (2, "b.png")):
+            writer.add({"id": image_id, "file_name": name, "height": 3, "width": 4}, IDS,
+                       [{"id": 5, "category_id": 1}, {"id": 9, "category_id": 2}])
+    return root / "pan.json", root / "pan"
+
+
+def edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def png_16bit_rgb(path: Path, height: int = 3, width: int = 4) -> None:
+    """A valid 16-bit RGB PNG (Pillow cannot write one)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + bytes(width * 6) for _ in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def _set(key, value):
+    def change(data):
+        target = data
+        for part in key[:-1]:
+            target = target[part]
+        target[key[-1]] = value
+    return change
+
+
+# case -> (change to the set, the file the line names, what the line says)
+CASES = {
+    "16-bit RGB PNG": (lambda root: png_16bit_rgb(root / "pan" / "a.png"),
+                       "a.png", "panoptic PNG must be 8-bit RGB (or RGBA), got 16-bit RGB"),
+    "JPEG saved as .png": (lambda root: Image.fromarray(np.full((3, 4, 3), 90, np.uint8)).save(
+                               root / "pan" / "a.png", format="JPEG"),
+                           "a.png", "cannot read PNG: not a PNG file (it is a JPEG); expected an 8-bit RGB panoptic PNG"),
+    "no images": (lambda root: edit_json(root / "pan.json", lambda d: (d["images"].clear(), d["annotations"].clear())),
+                  "pan.json", "has no annotations; expected at least one annotated image"),
+    "duplicate image id": (lambda root: edit_json(root / "pan.json", _set(["images", 1, "id"], 1)),
+                           "pan.json", "duplicate image 1 (and 1 more problem in this file)"),
+    "JSON size differs from PNG": (lambda root: edit_json(root / "pan.json", _set(["images", 0, "height"], 5)),
+                                   "a.png", "PNG is 3x4 (HxW), the JSON says 5x4 for image 1"),
+    "bbox is a string": (lambda root: edit_json(root / "pan.json",
+                                                _set(["annotations", 0, "segments_info", 0, "bbox"], "abc")),
+                         "pan.json", 'image 1 segments_info[0].bbox is "abc" (a string); expected [x, y, width, '
+                                     'height] numbers'),
+    "height is a string": (lambda root: edit_json(root / "pan.json", _set(["images", 0, "height"], "3")),
+                           "pan.json", 'images[0].height is "3" (a string); expected a positive integer'),
+    "segment id is a string": (lambda root: edit_json(root / "pan.json",
+                                                      _set(["annotations", 0, "segments_info", 0, "id"], "5")),
+                               "pan.json", 'image 1 segments_info[0].id is "5" (a string); expected an integer in '
+                                           '[0, 256**3)'),
+}
+
+
+def _one_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"spatialflow {command}: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_three_commands_reject_the_same_file_with_the_same_line(tmp_path, capsys, case):
+    change, file_name, message = CASES[case]
+    good_json, good_dir = make_set(tmp_path / "good")
+    bad_json, bad_dir = make_set(tmp_path / "bad")
+    change(tmp_path / "bad")
+    expected = f"{bad_dir / file_name if file_name.endswith('.png') else bad_json}: {message}"
+
+    assert main(["validate-data", "--json", str(bad_json), "--png-dir", str(bad_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines() == [expected, f"1 problem(s) in {bad_json}"]
+
+    # evaluate: the bad set as ground truth against a good prediction.
+    assert main(["evaluate", "--gt-json", str(bad_json), "--gt-dir", str(bad_dir),
+                 "--pred-json", str(good_json), "--pred-dir", str(good_dir)]) == 2
+    assert _one_line(capsys, "evaluate") == f"spatialflow evaluate: error: {expected}"
+
+    # package-submission: the bad set as the prediction.
+    out = tmp_path / "upload"
+    assert main(["package-submission", "--pred-json", str(bad_json), "--pred-dir", str(bad_dir),
+                 "--method", "m", "--out-dir", str(out)]) == 2
+    assert _one_line(capsys, "package-submission") == f"spatialflow package-submission: error: {expected}"
+    assert not out.exists()
+
+
+def test_jpeg_as_png_among_many_segments_is_one_line(tmp_path, capsys):
+    # The probe's case: a JPEG's noisy colours read as ids gave 111,038 lines; now one per file.
+    json_path, png_dir = make_set(tmp_path)
+    noise = np.random.default_rng(0).integers(0, 255, (3, 4, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(png_dir / "b.png", format="JPEG")
+    assert main(["validate-data", "--json", str(json_path), "--png-dir", str(png_dir)]) == 1
+    assert len(capsys.readouterr().err.splitlines()) == 2  # the line + the count
+
+
+def test_validate_and_evaluate_accept_the_good_set(tmp_path, capsys):
+    json_path, png_dir = make_set(tmp_path)
+    assert main(["validate-data", "--json", str(json_path), "--png-dir", str(png_dir)]) == 0
+    assert main(["evaluate", "--gt-json", str(json_path), "--gt-dir", str(png_dir),
+                 "--pred-json", str(json_path), "--pred-dir", str(png_dir)]) == 0
+    assert "All       |  100.0  100.0  100.0     2" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ submissions
+
+
+SUBMISSION_CASES = {
+    "duplicate file name": (_set(["annotations", 1, "file_name"], "a.png"), "duplicate annotation file_name 'a.png'"),
+    "absolute file name": (_set(["annotations", 0, "file_name"], "/tmp/a.png"),
+                           "annotation of image 1: file_name '/tmp/a.png' is an absolute path; expected a name "
+                           "relative to the PNG folder"),
+    "'..' in file name": (_set(["annotations", 0, "file_name"], "../pan/a.png"),
+                          "annotation of image 1: file_name '../pan/a.png' contains '..'; expected a name inside "
+                          "the PNG folder"),
+    "no file_name": (lambda d: d["annotations"][0].pop("file_name"), "annotations[0] lacks key(s) file_name"),
+    "no segments_info": (lambda d: d["annotations"][1].pop("segments_info"),
+                         "annotations[1] lacks key(s) segments_info"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SUBMISSION_CASES))
+def test_package_submission_refuses_bad_file_names_and_missing_keys(tmp_path, capsys, case):
+    change, message = SUBMISSION_CASES[case]
+    json_path, png_dir = make_set(tmp_path)
+    edit_json(json_path, change)
+    out = tmp_path / "upload"
+    assert main(["package-submission", "--pred-json", str(json_path), "--pred-dir", str(png_dir),
+                 "--method", "m", "--out-dir", str(out)]) == 2
+    assert _one_line(capsys, "package-submission") == f"spatialflow package-submission: error: {json_path}: {message}"
+    assert not out.exists()
+
+
+def test_package_submission_verifies_its_zip(tmp_path, capsys):
+    json_path, png_dir = make_set(tmp_path)
+    assert main(["package-submission", "--pred-json", str(json_path), "--pred-dir", str(png_dir),
+                 "--method", "m", "--out-dir", str(tmp_path / "up")]) == 0
+    name = "panoptic_test-dev2017_m_results"
+    zip_path = tmp_path / "up" / f"{name}.zip"
+    annotations = json.loads(json_path.read_text())["annotations"]
+    verify_zip(zip_path, name, annotations)  # the good one passes
+    with zipfile.ZipFile(zip_path, "a") as archive:
+        archive.writestr("../evil.png", b"x")
+    with pytest.raises(DataError, match=r"\.zip: written zip has 4 entries \(\['\.\./evil\.png'\] outside"):
+        verify_zip(zip_path, name, annotations)
+
+
+# --------------------------------------------------------------------------------------- CLI one-liners
+
+
+def _argparse_line(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return _one_line(capsys, argv[0])
+
+
+def test_cli_arguments_out_of_range_or_of_the_wrong_kind_are_one_line(tmp_path, capsys):
+    json_path, png_dir = make_set(tmp_path)
+    a_file = png_dir / "a.png"
+    evaluate = ["evaluate", "--gt-json", str(json_path), "--gt-dir", str(png_dir),
+                "--pred-json", str(json_path), "--pred-dir", str(png_dir)]
+    cases = [
+        (["evaluate", "--gt-json", str(json_path), "--gt-dir", str(a_file)], f"argument --gt-dir: {a_file}: is a file"),
+        ([*evaluate, "--json-out", str(tmp_path)], f"argument --json-out: {tmp_path}: is a folder"),
+        ([*evaluate, "--workers", "0"], "argument --workers: 0 is out of range; expected an integer >= 1"),
+        (["evaluate", "--gt-json", str(png_dir)], f"argument --gt-json: {png_dir}: is a folder; expected a file"),
+        (["predict", "--checkpoint", str(a_file), "--images", str(png_dir), "--out", str(tmp_path / "o"),
+          "--batch-size", "0"], "argument --batch-size: 0 is out of range; expected an integer >= 1"),
+        (["predict", "--checkpoint", str(a_file), "--images", str(png_dir), "--out", str(a_file)],
+         f"argument --out: {a_file}: is a file; expected a folder"),
+        (["predict", "--checkpoint", str(a_file), "--images", str(png_dir), "--out", str(tmp_path / "o"),
+          "--batch-size", "two"], "argument --batch-size: 'two' is not an integer"),
+        (["package-submission", "--pred-json", str(json_path), "--pred-dir", str(png_dir), "--method", "m",
+          "--out-dir", str(a_file)], f"argument --out-dir: {a_file}: is a file"),
+        (["validate-data", "--json", str(json_path), "--png-dir", str(tmp_path / "nope")],
+         f"argument --png-dir: {tmp_path / 'nope'}: folder not found"),
+    ]
+    for argv, message in cases:
+        line = _argparse_line(capsys, argv)
+        assert message in line, (argv, line)
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+
+
+def _corrupt_tensor_bytes(path: Path, marker: bytes) -> None:
+    data = bytearray(path.read_bytes())
+    at = data.find(marker * 64)
+    assert at > 0
+    data[at:at + 4096] = bytes(4096)  # 4 KB of the tensor's bytes, as in the probe
+    path.write_bytes(bytes(data))
+
+
+def _state(i: int) -> dict:
+    return {"iteration": i, "model": {"w": torch.full((4096,), 1.5), "b": torch.arange(3)}, "config": {"i": i}}
+
+
+def test_flipped_tensor_bytes_are_reported_like_a_truncated_file(tmp_path):
+    for i in (10, 20):
+        ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, i), _state(i))
+    latest = ckpt.checkpoint_path(tmp_path, 20)
+    _corrupt_tensor_bytes(latest, struct.pack("<f", 1.5))
+    with pytest.raises(CheckpointError, match=r"checkpoint_00000020\.pt: corrupt checkpoint"):
+        ckpt.load_checkpoint(latest)
+    with pytest.warns(UserWarning, match=r"checkpoint_00000020\.pt: corrupt checkpoint.*falling back"):
+        path, state = ckpt.load_latest_checkpoint(tmp_path)
+    assert path.name == "checkpoint_00000010.pt" and "sha256" not in state
+    assert torch.equal(state["model"]["w"], torch.full((4096,), 1.5))
+
+
+def test_predict_on_a_corrupt_checkpoint_is_one_line(tmp_path, capsys):
+    path = tmp_path / "model_final.pt"
+    ckpt.save_checkpoint(path, _state(1))
+    _corrupt_tensor_bytes(path, struct.pack("<f", 1.5))
+    images = tmp_path / "images"
+    images.mkdir()
+    assert main(["predict", "--checkpoint", str(path), "--images", str(images), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"]) == 2
+    assert _one_line(capsys, "predict").endswith(f"{path}: corrupt checkpoint (its tensors do not match the "
+                                                 "stored sha256)")
+
+
+def test_checkpoint_without_a_checksum_still_loads(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"format": 1, "iteration": 3, "model": {"w": torch.ones(2)}}, path)  # written before the digest
+    assert ckpt.load_checkpoint(path)["iteration"] == 3
+
+
+def test_digest_does_not_depend_on_key_order_or_device_copy():
+    a = {"model": {"x": torch.ones(2), "y": torch.zeros(3, dtype=torch.bfloat16)}, "rng": [torch.arange(4)]}
+    b = {"rng": [torch.arange(4)], "model": {"y": torch.zeros(3, dtype=torch.bfloat16), "x": torch.ones(2)}}
+    assert ckpt.tensor_digest(a) == ckpt.tensor_digest(b)
+    b["model"]["x"] = torch.tensor([1.0, 1.0 + 2**-20])
+    assert ckpt.tensor_digest(a) != ckpt.tensor_digest(b)
+
+
+def test_temp_files_of_a_killed_save_are_removed_by_the_next_save(tmp_path):
+    stale = [tmp_path / ".checkpoint_00000010.pt.k1ll3d00.tmp", tmp_path / ".model_final.pt.abcd1234.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    keep = tmp_path / ".other.json.abcd.tmp"  # not a checkpoint's temp file: left alone
+    keep.write_text("{}")
+    ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 20), _state(20))
+    assert not stale[0].exists() and keep.exists()
+    ckpt.save_checkpoint(tmp_path / "model_final.pt", _state(20))
+    assert not stale[1].exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abcd.tmp", "checkpoint_00000020.pt",
+                                                         "model_final.pt"]
+
+
+# ----------------------------------------------------------------------------------------- file modes
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_outputs_respect_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        atomic_write_json(tmp_path / "b.json", {"a": 1})
+        ckpt.save_checkpoint(tmp_path / "c.pt", _state(1))
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.json", "c.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_submission_zip_is_readable_by_the_group_and_others(tmp_path, capsys):
+    json_path, png_dir = make_set(tmp_path)
+    old = os.umask(0o022)
+    try:
+        assert main(["package-submission", "--pred-json", str(json_path), "--pred-dir", str(png_dir),
+                     "--method", "m", "--out-dir", str(tmp_path / "up")]) == 0
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "up").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    shutil.rmtree(tmp_path / "up")
