@@ -6,10 +6,10 @@ import argparse
 import importlib
 import sys
 
-HELP = "run a benchmark (pq: PQ evaluator speed; model: SpatialFlow vs RetinaNet speed/FLOPs)"
+HELP = "run a benchmark (pq: PQ evaluator speed; model: SpatialFlow vs RetinaNet speed/FLOPs; train: training step vs a plain ResNet)"
 
 # benchmark name -> module under spatialflow.benchmarks (each defines HELP, add_arguments, run)
-BENCHMARKS = {"pq": "pq", "model": "model"}
+BENCHMARKS = {"pq": "pq", "model": "model", "train": "train_step"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,98 @@
+"""Measure a learning curve: val PQ / PQ_th / PQ_st of one row against training iterations.
+
+    python scripts/learning_curve.py --row t2_baseline --length 800 --every 200 --out docs/learning_curve
+
+Trains the row exactly as the pipeline does in the active profile of params.yaml (same experiment config,
+seed 0), except for ``--length`` (decay steps scaled with it, same fractions) and a checkpoint every
+``--every`` iterations; then evaluates every checkpoint on val with the profile's inference settings.
+Writes ``<out>.csv`` and ``<out>.png``. This is how the tiny profile's schedule was chosen (docs/tables.md).
+Needs the data (``dvc repro prepare_data``) and the pretrained backbones (``dvc repro pretrain_backbone``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+import yaml
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--row", default="t2_baseline")
+    parser.add_argument("--length", type=int, default=800)
+    parser.add_argument("--every", type=int, default=200)
+    parser.add_argument("--lambda", dest="stuff_lambda", type=float, default=0.5)
+    parser.add_argument("--out", default="docs/learning_curve")
+    parser.add_argument("--work", default=None, help="run folder (default: a temporary folder)")
+    args = parser.parse_args(argv)
+
+    from spatialflow.engine import checkpoint as ckpt
+    from spatialflow.engine.config import load_experiment_config
+    from spatialflow.engine.trainer import load_trained_model, train
+    from spatialflow.inference.evaluate import evaluate
+    from spatialflow.models.config import inference_config
+    from spatialflow_repro.rows import active_profile, experiment_config, inference_settings, trained_rows
+
+    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    manifest = json.loads(Path("data/03_primary/datasets.json").read_text(encoding="utf-8"))
+    row = trained_rows(params)[args.row]
+    profile = active_profile(params)
+    cfg_dict = experiment_config(args.row, row, params, manifest, args.stuff_lambda, seed=0)
+    old = cfg_dict["train"]
+    cfg_dict["train"] = {**old, "length": args.length,
+                         "decay_steps": [max(1, round(s * args.length / old["length"])) for s in old["decay_steps"]]}
+    cfg_dict["run"].update(checkpoint_every=args.every, keep_checkpoints=10_000)
+    cfg_dict["output_dir"] = args.work or tempfile.mkdtemp(prefix="learning-curve-")
+    cfg = load_experiment_config(cfg_dict)
+    train(cfg, resume=True, replace=True)
+
+    inference = inference_config(inference_settings(row, profile))
+    run = Path(cfg.output_dir)
+    points = []
+    for path in [*ckpt.list_checkpoints(run / "checkpoints")]:
+        model, model_cfg, _ = load_trained_model(path)
+        model.inference = inference
+        split, sizes = model_cfg.data.val, model_cfg.data.transforms
+        metrics = evaluate(model, split.json, split.image_dir, run / "curve" / path.stem, png_dir=split.png_dir,
+                           min_size=sizes.min_size, max_size=sizes.max_size)
+        iteration = int(ckpt.load_checkpoint(path)["iteration"])
+        points.append({"iteration": iteration, "pq": round(metrics["All"]["pq"], 2),
+                       "pq_th": round(metrics["Things"]["pq"], 2), "pq_st": round(metrics["Stuff"]["pq"], 2)})
+        print(json.dumps(points[-1]), flush=True)
+    write_curve(points, Path(args.out), title=f"{args.row}, profile {profile['name']}: "
+                f"decay at {cfg.train.decay_steps} of {args.length} iterations")
+    return 0
+
+
+def write_curve(points: list[dict], out: Path, title: str) -> None:
+    """``out``.csv (iteration, pq, pq_th, pq_st) and ``out``.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".csv"), "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["iteration", "pq", "pq_th", "pq_st"])
+        writer.writeheader()
+        writer.writerows(points)
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    its = [p["iteration"] for p in points]
+    for key, label in (("pq", "PQ"), ("pq_th", "PQ_th"), ("pq_st", "PQ_st")):
+        ax.plot(its, [p[key] for p in points], marker="o", label=label)
+    ax.set_xlabel("training iterations (batch 4)")
+    ax.set_ylabel("val, percent")
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"))
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

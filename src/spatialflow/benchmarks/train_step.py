@@ -1,0 +1,121 @@
+"""``spatialflow bench train``: seconds per training iteration of the tiny rows, as a ratio to a plain ResNet.
+
+The floor is torchvision's ResNet of the same depth, forward + backward (+ the same optimizer step) on the
+same padded batch: no detector can train faster than its backbone. Each repeat runs the floor and every
+model for ``--iters`` steps, interleaved (floor, baseline, spatialflow, floor, ...), so a busy neighbour
+slows all sides alike; the figure of each side is the minimum over repeats, and min / median / max are
+printed next to it. Targets (issue 10): baseline <= 2.5x the floor, full SpatialFlow <= 4x.
+
+The batch is synthetic shapes-coco at the tiny profile's training size, through the real data pipeline
+(PanopticDataset, transforms, collate); the model widths default to the tiny profile's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import torch
+
+HELP = "seconds per training iteration of the tiny rows vs a plain ResNet forward + backward (JSON)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from spatialflow.cli import positive_int
+
+    parser.add_argument("--presets", default="baseline,spatialflow", help="comma-separated model presets")
+    parser.add_argument("--depth", type=int, default=18, choices=(18, 34, 50, 101))
+    parser.add_argument("--size", default="96x128", help="training image HxW (default: the tiny profile's 800)")
+    parser.add_argument("--batch", type=positive_int, default=4)
+    parser.add_argument("--repeats", type=positive_int, default=5, help="interleaved rounds (min is reported)")
+    parser.add_argument("--iters", type=positive_int, default=3, help="timed steps per side and round")
+    parser.add_argument("--fpn-channels", type=positive_int, default=64)
+    parser.add_argument("--stuff-channels", type=positive_int, default=32)
+    parser.add_argument("--stuff-groups", type=positive_int, default=8)
+    parser.add_argument("--mask-channels", type=positive_int, default=64)
+    parser.add_argument("--anchor-octave-base-scale", type=float, default=2.0)
+    parser.add_argument("--train-max-proposals", type=positive_int, default=8)
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+
+
+def _batch(size: tuple[int, int], count: int):
+    from spatialflow.data.dataset import PanopticDataset, collate
+    from spatialflow.data.synthetic import generate_synthetic
+    from spatialflow.data.transforms import Compose, RandomHorizontalFlip, ResizeShorterSide
+
+    folder = tempfile.mkdtemp(prefix="spatialflow-bench-train-")
+    split = generate_synthetic(folder, "shapes-coco", num_train=count, num_val=1, num_test=1, size=size)["train"]
+    data = PanopticDataset(split.json_path, split.png_dir, split.image_dir,
+                           Compose([ResizeShorterSide(min(size), max(size)), RandomHorizontalFlip(0.0)]))
+    return collate([data[i] for i in range(count)])
+
+
+def _timer(step, iters: int) -> float:
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return (time.perf_counter() - start) / iters
+
+
+def run(args: argparse.Namespace) -> int:
+    from torchvision import models
+
+    from spatialflow.data.batching import pad_images
+    from spatialflow.models.config import model_config
+    from spatialflow.models.spatialflow import SpatialFlow
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    height, width = (int(v) for v in args.size.lower().split("x"))
+    images, targets = _batch((height, width), args.batch)
+    torch.manual_seed(0)
+
+    floor_net = getattr(models, f"resnet{args.depth}")(weights=None)
+    floor_opt = torch.optim.AdamW(floor_net.parameters(), lr=1e-4, foreach=True)
+    padded, _ = pad_images(images)
+
+    def floor_step() -> None:
+        loss = floor_net(padded).float().mean()
+        floor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        floor_opt.step()
+
+    steps = {"resnet_floor": floor_step}
+    for preset in args.presets.split(","):
+        cfg = model_config(preset, depth=args.depth, num_things=8, num_stuff=6, fpn_channels=args.fpn_channels,
+                           stuff_channels=args.stuff_channels, stuff_groups=args.stuff_groups,
+                           mask_channels=args.mask_channels, frozen_stages=1,
+                           anchor_octave_base_scale=args.anchor_octave_base_scale,
+                           train_max_proposals=args.train_max_proposals)
+        model = SpatialFlow(cfg).train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, foreach=True)
+
+        def step(model=model, optimizer=optimizer) -> None:
+            losses = model(images, targets)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+
+        steps[preset] = step
+    for step in steps.values():  # warm-up: allocator, oneDNN kernels
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.repeats):  # interleaved: every side sees the same neighbours
+        for name, step in steps.items():
+            times[name].append(_timer(step, args.iters))
+    floor = min(times["resnet_floor"])
+    report = {"depth": args.depth, "size": [height, width], "batch": args.batch, "repeats": args.repeats,
+              "iters_per_repeat": args.iters, "threads": torch.get_num_threads(), "seconds_per_iteration": {},
+              "ratio_to_floor": {}}
+    for name, values in times.items():
+        report["seconds_per_iteration"][name] = {"min": round(min(values), 4),
+                                                 "median": round(statistics.median(values), 4),
+                                                 "max": round(max(values), 4)}
+        if name != "resnet_floor":
+            report["ratio_to_floor"][name] = round(min(values) / floor, 2)
+    report["targets"] = {"baseline": 2.5, "spatialflow": 4.0}
+    print(json.dumps(report, indent=2))
+    return 0

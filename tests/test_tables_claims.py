@@ -1,0 +1,98 @@
+"""The claims report: hand-made row metrics -> differences, standard errors and verdicts by the fixed rule."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from spatialflow_repro.pipelines.tables import claims
+from test_tables_nodes import seed_entry, write_metrics
+
+
+def seeds(*pqs: float) -> list[dict]:
+    return [seed_entry(i, f"run-{i}", pq, pq, pq) for i, pq in enumerate(pqs)]
+
+
+def write(root: Path, row: str, *pqs: float, kind: str = "val", dataset: str = "coco") -> None:
+    write_metrics(root, row, seeds(*pqs), kind=kind, dataset=dataset)
+
+
+def test_verdict_rule_is_two_standard_errors_with_the_papers_sign():
+    assert claims.verdict(2.1, 1.0) == claims.REPRODUCED
+    assert claims.verdict(1.9, 1.0) == claims.UNRESOLVED
+    assert claims.verdict(-2.1, 1.0) == claims.CONTRADICTED
+    assert claims.verdict(5.0, None) == claims.UNRESOLVED
+
+
+def test_table2_claims_with_three_seeds(tmp_path):
+    # baseline 40, 41, 42 (mean 41, s 1); +subnets 44, 45, 46 (mean 45, s 1):
+    # diff 4, SE sqrt(1/3 + 1/3) = 0.816 -> 4 > 1.63: reproduced.
+    write(tmp_path, "t2_baseline", 40, 41, 42)
+    write(tmp_path, "t2_subnets", 44, 45, 46)
+    # +reg_cls 44.5, 45.5, 46.5 (mean 45.5): diff 0.5 < 1.63 -> not resolved
+    write(tmp_path, "t2_reg_cls", 44.5, 45.5, 46.5)
+    # +reg_stuff 40, 41, 42: diff -4.5 -> contradicted
+    write(tmp_path, "t2_reg_stuff", 40, 41, 42)
+    report = claims.build_claims("tiny", tmp_path)
+    by = {c["number"]: c for c in report["claims"]}
+    two = by[2]["comparisons"][0]
+    assert two["diff"] == 4.0 and two["se"] == pytest.approx(round(math.sqrt(2 / 3), 2))
+    assert two["verdict"] == claims.REPRODUCED and by[2]["verdict"] == claims.REPRODUCED
+    assert two["paper_diff"] == pytest.approx(0.6)  # 40.3 - 39.7
+    flows = by[3]["comparisons"]
+    assert [c["verdict"] for c in flows[:2]] == [claims.UNRESOLVED, claims.CONTRADICTED]
+    assert flows[2]["verdict"] == claims.MISSING  # t2_reg_mask did not run
+    assert by[3]["verdict"] == claims.MISSING
+    assert by[7]["verdict"] == claims.MISSING
+    assert report["pooled_seed_std"]["coco"] == pytest.approx(1.0)
+
+
+def test_single_seed_rows_use_the_pooled_spread_of_the_same_dataset(tmp_path):
+    # Table 2 rows on COCO-like data: s = 1 in each -> pooled 1.0.
+    write(tmp_path, "t2_baseline", 40, 41, 42)
+    write(tmp_path, "t2_spatialflow", 41, 42, 43)
+    # Table 4, one seed each: R101 @ 600 = 45, R50 @ 600 = 42 -> diff 3, SE sqrt(1 + 1) = 1.41 -> 3 > 2.83
+    write(tmp_path, "t4_r101_600", 45)
+    write(tmp_path, "t4_r50_600", 42)
+    report = claims.build_claims("tiny", tmp_path)
+    five = {c["label"]: c for c in report["claims"][4]["comparisons"]}
+    first = five["R101 vs R50 at 600"]
+    assert first["diff"] == 3.0 and first["se"] == pytest.approx(1.41)
+    assert first["verdict"] == claims.REPRODUCED and first["uses_pooled_spread"]
+    assert first["seeds"] == "1 seed (pooled s) vs 1 seed (pooled s)"
+    # 800 vs 600 with R50: t2_spatialflow (mean 42, 3 seeds, s 1) vs t4_r50_600 (42): diff 0 -> not resolved
+    assert five["800 vs 600 with R50"]["verdict"] == claims.UNRESOLVED
+
+
+def test_claim1_interior_optimum(tmp_path):
+    rows = claims.LAMBDA_ROWS
+    # ends at 40 (+-1); the best interior lambda (0.4) at 45 -> beats both by 5 > 2 * 0.816: reproduced
+    values = {rows[0]: 40, rows[-1]: 40, rows[3]: 45}
+    for row in rows:
+        base = values.get(row, 42)
+        write(tmp_path, row, base - 1, base, base + 1, kind="lambda")
+    report = claims.build_claims("tiny", tmp_path)
+    one = report["claims"][0]
+    assert one["verdict"] == claims.REPRODUCED
+    assert [c["worse"] for c in one["comparisons"]] == [rows[0], rows[-1]]
+    assert one["comparisons"][0]["label"] == "best interior lambda 0.4 vs lambda 1"
+    assert one["pq_by_lambda"]["0.4"] == 45.0
+    # an end far above every interior lambda: contradicted
+    write(tmp_path, rows[0], 59, 60, 61, kind="lambda")
+    assert claims.build_claims("tiny", tmp_path)["claims"][0]["verdict"] == claims.CONTRADICTED
+
+
+def test_report_files_state_the_rule_and_every_claim(tmp_path):
+    write(tmp_path, "t2_baseline", 40, 41, 42)
+    write(tmp_path, "t2_subnets", 44, 45, 46)
+    report = claims.build_claims("tiny", tmp_path)
+    md, js = tmp_path / "claims.md", tmp_path / "claims.json"
+    claims.write_claims(report, md, js)
+    text = md.read_text()
+    assert "Verdict rule (fixed before the numbers were seen)" in text and "2 SE" in text
+    assert len([c for c in json.loads(js.read_text())["claims"]]) == 7
+    assert "| 2 | The stuff and mask sub-networks help" in text
+    assert "+4.0 ± 0.8" in text and "**reproduced**" in text
