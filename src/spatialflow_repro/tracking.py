@@ -38,6 +38,20 @@ _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_B
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 
 
+def _sqlite_schema_lock(uri: str):
+    """Processes that open a new SQLite store at once (a row's seeds in parallel) race to create its tables
+    ("table ... already exists"); a file lock next to the database lets one create them first."""
+    import contextlib
+
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{database}.lock", timeout=120)
+
+
 def repo_root(start: str | os.PathLike | None = None) -> Path:
     """The Kedro project root (the folder with a pyproject.toml that has [tool.kedro]) above ``start``."""
     here = Path(start or os.getcwd()).resolve()
@@ -221,7 +235,8 @@ class MlflowCallback(Callback):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            with _sqlite_schema_lock(self.tracking_uri):
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
     def _write_pending(self) -> Path:
