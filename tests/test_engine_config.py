@@ -57,3 +57,18 @@ def test_config_file_errors_name_the_file(tmp_path):
     bad.write_text("train: {lr: 0.1, unit: week}\nmodel: {preset: x}\n")
     with pytest.raises(ConfigError, match="bad.yaml: train.unit"):  # the first error of the file
         load_experiment_config(bad)
+
+
+def test_the_cityscapes_scale_crop_recipe_reaches_the_transforms():
+    """Regression: the typed ScaleCropConfig (not a dict) must drive RandomScaleCrop."""
+    from spatialflow.data.transforms import RandomHorizontalFlip, RandomScaleCrop
+    from spatialflow.engine.trainer import build_transforms
+
+    cfg = load_experiment_config({"model": {"preset": "baseline"}, "data": {"transforms": {
+        "min_size": 64, "max_size": 128, "flip": 0.5, "scale_crop": {"scale": [0.5, 2.0], "crop": [64, 128]}}}})
+    steps = build_transforms(cfg, train=True).transforms
+    assert isinstance(steps[0], RandomScaleCrop) and isinstance(steps[1], RandomHorizontalFlip)
+    assert steps[0].scale == (0.5, 2.0) and steps[0].crop == (64, 128)
+    with pytest.raises(ConfigError, match="data.transforms.scale_crop.crop.0"):
+        load_experiment_config({"model": {"preset": "baseline"}, "data": {"transforms": {
+            "scale_crop": {"scale": [0.5, 2.0], "crop": [0, 128]}}}})

@@ -8,6 +8,7 @@ retrains that row only.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -156,69 +157,64 @@ def _changed_stages(project: Path, env: dict) -> set[str]:
     return set(json.loads(out[out.index("{"):])) if "{" in out else set()
 
 
-def _edit_params(project: Path, change) -> str:
-    path = project / "params.yaml"
-    before = path.read_text()
-    params = yaml.safe_load(before)
-    change(params)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return before
-
-
 EVALUATION = ("evaluate_lambda@", "evaluate_val@", "evaluate_pretrained@", "evaluate_testdev@")
+
+
+@contextlib.contextmanager
+def _edited(path: Path, change):
+    """``path`` rewritten by ``change(text) -> text`` for the block, then restored byte for byte."""
+    before = path.read_text()
+    path.write_text(change(before))
+    try:
+        yield
+    finally:
+        path.write_text(before)
+
+
+def _params_change(change):
+    def edit(text: str) -> str:
+        params = yaml.safe_load(text)
+        change(params)
+        return yaml.safe_dump(params, sort_keys=False)
+    return edit
 
 
 def test_a_merge_threshold_reevaluates_and_never_retrains(micro_project):
     project, env = micro_project["project"], micro_project["env"]
-    before = _edit_params(project, lambda p: p["profiles"]["micro"]["inference"]["merge"]["coco"].update(
-        score_threshold=0.5))
-    try:
+    merge = _params_change(lambda p: p["profiles"]["micro"]["inference"]["merge"]["coco"].update(score_threshold=0.5))
+    with _edited(project / "params.yaml", merge):
         changed = _changed_stages(project, env)
-        assert changed == {"evaluate_lambda@t1_lambda_0_25", "evaluate_val@t2_baseline",
-                           "evaluate_val@t2_spatialflow", "evaluate_testdev@t2_spatialflow"}, changed
-    finally:
-        (project / "params.yaml").write_text(before)
+    assert changed == {"evaluate_lambda@t1_lambda_0_25", "evaluate_val@t2_baseline",
+                       "evaluate_val@t2_spatialflow", "evaluate_testdev@t2_spatialflow"}, changed
 
 
 def test_b_touching_pq_code_reevaluates_only(micro_project):
     project, env = micro_project["project"], micro_project["env"]
-    pq = project / "src/spatialflow/panoptic/pq.py"
-    before = pq.read_text()
-    pq.write_text(before + "\n# a comment\n")
-    try:
+    with _edited(project / "src/spatialflow/panoptic/pq.py", lambda text: text + "\n# a comment\n"):
         changed = _changed_stages(project, env)
-        assert changed and all(name.startswith(EVALUATION) for name in changed), changed
-    finally:
-        pq.write_text(before)
+    assert changed and all(name.startswith(EVALUATION) for name in changed), changed
 
 
 def test_c_touching_the_cli_or_readme_reruns_nothing(micro_project):
     project, env = micro_project["project"], micro_project["env"]
     for rel in ("src/spatialflow/cli.py", "README.md", "src/spatialflow/commands/evaluate.py"):
-        path = project / rel
-        before = path.read_text()
-        path.write_text(before + "\n")
-        try:
+        with _edited(project / rel, lambda text: text + "\n"):
             assert _changed_stages(project, env) == set(), rel
-        finally:
-            path.write_text(before)
 
 
 def test_d_run_settings_retrain_nothing(micro_project):
     project, env = micro_project["project"], micro_project["env"]
-    before = _edit_params(project, lambda p: p["profiles"]["micro"]["run"].update(log_every=3, checkpoint_every=5,
-                                                                                    workers=1))
-    try:
+    run = _params_change(lambda p: p["profiles"]["micro"]["run"].update(log_every=3, checkpoint_every=5, workers=1))
+    with _edited(project / "params.yaml", run):
         assert _changed_stages(project, env) == set()
-    finally:
-        (project / "params.yaml").write_text(before)
 
 
 def test_e_a_rows_schedule_retrains_that_row_and_keeps_its_old_checkpoints(micro_project):
     project, env = micro_project["project"], micro_project["env"]
     old_final = project / "data/06_models/t2_baseline/seed0/model_final.pt"
     old_bytes = old_final.read_bytes()
-    _edit_params(project, lambda p: p["rows"]["t2_baseline"].update(schedule={"length": 5}))
+    path = project / "params.yaml"
+    path.write_text(_params_change(lambda p: p["rows"]["t2_baseline"].update(schedule={"length": 5}))(path.read_text()))
     changed = _changed_stages(project, env) - {"select_lambda"}  # reads every row's entry; rewrites no file
     assert changed == {"train@t2_baseline"}, changed
     output = _run(["dvc", "repro"], project, env)
@@ -244,3 +240,4 @@ def test_changing_one_rows_lambda_retrains_only_that_row(micro_project):
     assert "Running stage 'train@t2_spatialflow'" in output
     for unchanged in ("train@t2_baseline", "table1@t1_lambda_0_25", "prepare_data"):
         assert f"Running stage '{unchanged}'" not in output, unchanged
+

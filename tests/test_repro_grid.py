@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 from dvc.repo import Repo
@@ -148,3 +150,39 @@ def test_evaluation_stages_depend_on_inference_settings_not_training(params, sta
         keys = _params_deps(stage)
         assert any(k.startswith(f"profiles.{profile}.inference") for k in keys), name
         assert not any(k.startswith((f"profiles.{profile}.training", f"profiles.{profile}.run")) for k in keys)
+
+
+def test_the_first_stages_keep_their_outputs_when_the_profile_is_unknown(repo_root):
+    """DVC removes a stage's outputs before it checks the stage's params, so `profile: nosuch` would wipe
+    the data and the pretrained backbones; the stages that can run first keep (persist) their outputs."""
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    for outs in (stages["prepare_data"]["outs"], stages["pretrain_backbone"]["do"]["outs"]):
+        for out in outs:
+            assert isinstance(out, dict) and next(iter(out.values())).get("persist") is True, out
+    roots = {name for name, stage in stages.items()
+             if not any(str(d).startswith("data/") for d in (stage.get("deps") or stage.get("do", {}).get("deps", [])))}
+    assert roots == {"prepare_data", "pretrain_backbone"}  # every other stage runs after one of them
+
+
+def test_dvc_keeps_persisted_outputs_when_a_param_is_missing(tmp_path):
+    """The guard above, checked against DVC itself in a scratch project."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        args = [sys.executable, "-m", *cmd] if cmd[0] == "dvc" else list(cmd)
+        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    assert run("git", "init", "-q").returncode == 0 and run("dvc", "init", "-q").returncode == 0
+    (tmp_path / "params.yaml").write_text("profile: tiny\nprofiles: {tiny: {n: 1}}\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  prepare:\n    cmd: mkdir -p kept gone && echo 1 > kept/a && echo 1 > gone/a\n"
+        "    params:\n      - profiles.${profile}.n\n    outs:\n      - kept:\n          persist: true\n      - gone\n")
+    assert run("dvc", "repro").returncode == 0
+    (tmp_path / "params.yaml").write_text("profile: nosuch\nprofiles: {tiny: {n: 1}}\n")
+    failed = run("dvc", "repro")
+    assert failed.returncode != 0 and "Parameters 'profiles.nosuch.n' are missing" in failed.stdout + failed.stderr
+    assert (tmp_path / "kept/a").is_file()  # persisted: untouched
+    assert not (tmp_path / "gone").exists()  # DVC's default: removed before the params check

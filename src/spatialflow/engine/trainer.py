@@ -95,7 +95,7 @@ def build_transforms(cfg: ExperimentConfig, train: bool):
     t = cfg.data.transforms
     steps: list = []
     if train and t.scale_crop:
-        steps.append(T.RandomScaleCrop(tuple(t.scale_crop["scale"]), tuple(t.scale_crop["crop"])))
+        steps.append(T.RandomScaleCrop(tuple(t.scale_crop.scale), tuple(t.scale_crop.crop)))
     else:
         short = t.min_size if isinstance(t.min_size, int) else tuple(t.min_size)
         if not train and not isinstance(short, int):
