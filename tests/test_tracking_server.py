@@ -86,7 +86,8 @@ def test_training_row_is_logged_and_read_back(server, tmp_path):
         assert run.data.tags[key] == value
     assert len(run.data.tags["git_commit"]) in (40, 7) or run.data.tags["git_commit"] == "unknown"
     params = run.data.params
-    assert params["train.lr"] == "0.1" and params["train.batch_size"] == "2" and params["model.preset"] == "toy"
+    assert params["train.lr"] == "0.1" and params["train.batch_size"] == "2" and params["model.preset"] == "baseline"
+    assert params["run.log_every"] == "5"  # run settings are logged too (never part of the identity)
     history = client.get_metric_history(tracker.run_id, "loss/total")
     assert [m.step for m in history] == [5, 10, 15, 20]
     lr = {m.step: m.value for m in client.get_metric_history(tracker.run_id, "lr")}
