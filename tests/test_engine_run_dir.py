@@ -142,7 +142,7 @@ def test_a_second_training_on_the_same_folder_gets_one_line_naming_the_holder(tm
     assert result.iterations == 2
 
 
-def test_clean_replaced_lists_and_removes_only_with_yes(tmp_path, capsys):
+def test_clean_replaced_lists_and_prints_the_removal_command_but_deletes_nothing(tmp_path, capsys):
     kept = tmp_path / "row" / "seed0"
     kept.mkdir(parents=True)
     old = tmp_path / "row" / "seed0.replaced-20260101T000000000000Z"
@@ -150,6 +150,5 @@ def test_clean_replaced_lists_and_removes_only_with_yes(tmp_path, capsys):
     (old / "model_final.pt").write_bytes(b"x" * 10)
     assert main(["clean-replaced", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert str(old) in out and "pass --yes" in out and old.is_dir()
-    assert main(["clean-replaced", str(tmp_path), "--yes"]) == 0
-    assert not old.exists() and kept.is_dir()
+    assert str(old) in out and "nothing was removed" in out and f"rm -rf {old}" in out
+    assert old.is_dir() and kept.is_dir()

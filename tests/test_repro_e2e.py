@@ -227,8 +227,8 @@ def test_e_a_rows_schedule_retrains_that_row_and_keeps_its_old_checkpoints(micro
     assert json.loads((project / "data/06_models/t2_baseline/seed0/train_result.json").read_text())["iterations"] == 5
     listing = subprocess.run([sys.executable, "-m", "spatialflow.cli", "clean-replaced", "data/06_models"],
                              cwd=project, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    assert listing.returncode == 0 and "seed0.replaced-" in listing.stdout and "pass --yes" in listing.stdout
-    assert moved[0].is_dir()  # listed, not removed without --yes
+    assert listing.returncode == 0 and "seed0.replaced-" in listing.stdout and "rm -rf" in listing.stdout
+    assert moved[0].is_dir()  # listed, never removed by the code
 
 
 def test_changing_one_rows_lambda_retrains_only_that_row(micro_project):

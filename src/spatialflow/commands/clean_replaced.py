@@ -1,21 +1,20 @@
-"""``spatialflow clean-replaced``: list, and on confirmation remove, run folders moved aside by training.
+"""``spatialflow clean-replaced``: list the run folders that training moved aside, and how to remove them.
 
 Training never deletes a run: a folder whose training identity changed is renamed to
-``<output_dir>.replaced-<time>``. This command is the one place that removes such folders.
+``<output_dir>.replaced-<time>``. This command lists those folders with their sizes and prints the one
+command that would remove them; the code itself deletes nothing a user trained.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import sys
+import shlex
 
-HELP = "list run folders moved aside (<run>.replaced-<time>) under a folder; remove them with --yes"
+HELP = "list run folders moved aside (<run>.replaced-<time>) under a folder, and the command to remove them"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", nargs="?", default="data/06_models", help="folder to search (default: %(default)s)")
-    parser.add_argument("--yes", action="store_true", help="remove them without asking")
 
 
 def _size(path) -> int:
@@ -34,15 +33,6 @@ def run(args: argparse.Namespace) -> int:
         size = _size(path)
         total += size
         print(f"{path}  ({size / 2**20:.1f} MiB)")
-    print(f"{len(found)} replaced run(s), {total / 2**20:.1f} MiB")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            print("not removed: pass --yes to remove them")
-            return 0
-        if input("remove them? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("not removed")
-            return 0
-    for path in found:
-        shutil.rmtree(path)
-    print(f"removed {len(found)} replaced run(s)")
+    print(f"{len(found)} replaced run(s), {total / 2**20:.1f} MiB; nothing was removed. To remove them:")
+    print("rm -rf " + " ".join(shlex.quote(str(p)) for p in found))
     return 0

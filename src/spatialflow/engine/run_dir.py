@@ -11,8 +11,8 @@ holds is worth hours of GPU time, so the code never removes one:
   different *run setting* (log or checkpoint frequency, workers, device) resumes normally. A different
   *training identity* is refused with a one-line message, or, when the caller asks for it (the pipeline
   does), the folder is moved aside to ``<output_dir>.replaced-<UTC time>`` and training starts fresh.
-- :func:`replaced_runs` lists the folders moved aside; ``spatialflow clean-replaced`` removes them, after
-  asking (or with ``--yes``). That command is the only code that deletes a run.
+- :func:`replaced_runs` lists the folders moved aside; ``spatialflow clean-replaced`` prints them and the
+  command that would remove them. No code here deletes a run.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def check_identity(output_dir: str | os.PathLike, identity: dict, *, replace: bo
     folder.rename(target)
     (target / "REPLACED.txt").write_text(
         f"Moved aside on {stamp}: the requested training identity differs ({change}).\n"
-        f"Nothing was deleted. List or remove old runs with `spatialflow clean-replaced {folder.parent}`.\n",
+        f"Nothing was deleted. List old runs with `spatialflow clean-replaced {folder.parent}`.\n",
         encoding="utf-8")
     return target
 
