@@ -114,11 +114,17 @@ def test_the_three_commands_reject_the_same_file_with_the_same_line(tmp_path, ca
     assert _one_line(capsys, "evaluate") == f"spatialflow evaluate: error: {expected}"
 
     # package-submission: the bad set as the prediction.
+    assert _refused_submission(capsys, bad_json, bad_dir, tmp_path) == f"spatialflow package-submission: error: {expected}"
+
+
+def _refused_submission(capsys, json_path, png_dir, tmp_path) -> str:
+    """package-submission exits 2 with one line (returned) and writes no upload folder."""
     out = tmp_path / "upload"
-    assert main(["package-submission", "--pred-json", str(bad_json), "--pred-dir", str(bad_dir),
+    assert main(["package-submission", "--pred-json", str(json_path), "--pred-dir", str(png_dir),
                  "--method", "m", "--out-dir", str(out)]) == 2
-    assert _one_line(capsys, "package-submission") == f"spatialflow package-submission: error: {expected}"
+    line = _one_line(capsys, "package-submission")
     assert not out.exists()
+    return line
 
 
 def test_jpeg_as_png_among_many_segments_is_one_line(tmp_path, capsys):
@@ -160,11 +166,8 @@ def test_package_submission_refuses_bad_file_names_and_missing_keys(tmp_path, ca
     change, message = SUBMISSION_CASES[case]
     json_path, png_dir = make_set(tmp_path)
     edit_json(json_path, change)
-    out = tmp_path / "upload"
-    assert main(["package-submission", "--pred-json", str(json_path), "--pred-dir", str(png_dir),
-                 "--method", "m", "--out-dir", str(out)]) == 2
-    assert _one_line(capsys, "package-submission") == f"spatialflow package-submission: error: {json_path}: {message}"
-    assert not out.exists()
+    line = _refused_submission(capsys, json_path, png_dir, tmp_path)
+    assert line == f"spatialflow package-submission: error: {json_path}: {message}"
 
 
 def test_package_submission_verifies_its_zip(tmp_path, capsys):
