@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lambda", dest="stuff_lambda", type=float, default=0.5)
     parser.add_argument("--out", default="docs/learning_curve")
     parser.add_argument("--work", default=None, help="run folder (default: a temporary folder)")
+    parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a schedule key of the row, e.g. --train lr=0.001 (YAML value)")
+    parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a model key of the row, e.g. --model mask_channels=32 (YAML value)")
     args = parser.parse_args(argv)
 
     from spatialflow.engine import checkpoint as ckpt
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     old = cfg_dict["train"]
     cfg_dict["train"] = {**old, "length": args.length,
                          "decay_steps": [max(1, round(s * args.length / old["length"])) for s in old["decay_steps"]]}
+    cfg_dict["train"].update(_key_values(args.train, "--train"))
+    cfg_dict["model"].update(_key_values(args.model, "--model"))
     cfg_dict["run"].update(checkpoint_every=args.every, keep_checkpoints=10_000)
     cfg_dict["output_dir"] = args.work or tempfile.mkdtemp(prefix="learning-curve-")
     cfg = load_experiment_config(cfg_dict)
@@ -66,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     write_curve(points, Path(args.out), title=f"{args.row}, profile {profile['name']}: "
                 f"decay at {cfg.train.decay_steps} of {args.length} iterations")
     return 0
+
+
+def _key_values(items: list[str], flag: str) -> dict:
+    """``["lr=0.001", "batch_size=8"]`` -> ``{"lr": 0.001, "batch_size": 8}`` (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def write_curve(points: list[dict], out: Path, title: str) -> None:
