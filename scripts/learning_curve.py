@@ -32,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a schedule key of the row, e.g. --train lr=0.001 (YAML value)")
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model key of the row, e.g. --model mask_channels=32 (YAML value)")
+    parser.add_argument("--plot", action="append", default=[], metavar="LABEL=CSV",
+                        help="no training: draw PQ_th of earlier runs' CSVs in one figure (<out>.png)")
     args = parser.parse_args(argv)
+    if args.plot:
+        plot_variants(dict(_label_csv(item) for item in args.plot), Path(args.out))
+        return 0
 
     from spatialflow.engine import checkpoint as ckpt
     from spatialflow.engine.config import load_experiment_config
@@ -72,6 +77,36 @@ def main(argv: list[str] | None = None) -> int:
     write_curve(points, Path(args.out), title=f"{args.row}, profile {profile['name']}: "
                 f"decay at {cfg.train.decay_steps} of {args.length} iterations")
     return 0
+
+
+def _label_csv(item: str) -> tuple[str, list[dict]]:
+    label, sep, path = item.rpartition("=")
+    if not sep or not Path(path).is_file():
+        raise SystemExit(f"--plot {item!r}: expected LABEL=CSV with an existing CSV file")
+    with open(path, newline="", encoding="utf-8") as handle:
+        return label, [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def plot_variants(curves: dict[str, list[dict]], out: Path) -> None:
+    """Val PQ_th against iterations, one line per variant (``<out>.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for label, points in curves.items():
+        ax.plot([p["iteration"] for p in points], [p["pq_th"] for p in points], marker="o", label=label)
+    ax.axhline(40, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("training iterations")
+    ax.set_ylabel("val PQ_th, percent")
+    ax.set_title("t2_baseline (seed 0 unless noted): each line is one training run of that length", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out.with_suffix(".png"))
+    plt.close(fig)
 
 
 def _key_values(items: list[str], flag: str) -> dict:

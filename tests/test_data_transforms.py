@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from spatialflow.data.batching import pad_images, pad_label_maps, padded_size
@@ -12,8 +13,9 @@ from spatialflow.data.transforms import (
     RandomHorizontalFlip,
     RandomScaleCrop,
     ResizeShorterSide,
+    ResizeShorterSideRange,
     crop,
-    shorter_side_size,
+    resized_size,
 )
 
 
@@ -44,10 +46,10 @@ def test_horizontal_flip_mirrors_everything():
     assert same_image is image and same is target
 
 
-def test_shorter_side_size():
-    assert shorter_side_size(4, 6, 8, 100) == (8, 12)  # scale 8/4 = 2
-    assert shorter_side_size(4, 6, 8, 9) == (6, 9)  # 6 * 2 = 12 > 9 -> scale 9/6 = 1.5
-    assert shorter_side_size(480, 640, 800, 1333) == (800, 1067)  # 640 * 800/480 = 1066.7 -> 1067
+def test_resized_size():
+    assert resized_size((4, 6), 8, 100) == (8, 12)  # scale 8/4 = 2
+    assert resized_size((4, 6), 8, 9) == (6, 9)  # 6 * 2 = 12 > 9 -> scale 9/6 = 1.5
+    assert resized_size((480, 640), 800, 1333) == (800, 1067)  # 640 * 800/480 = 1066.7 -> 1067
 
 
 def test_resize_shorter_side_upscales_masks_and_boxes_exactly():
@@ -132,3 +134,61 @@ def test_images_without_things_pass_every_transform():
         assert out["stuff"].shape == out_image.shape[-2:]
     _, resized = ResizeShorterSide(8, 100)(image, dict(empty))
     assert resized["stuff"].shape == (8, 12)  # 4 x 6 -> shorter side 8 (scale 2)
+
+
+def test_range_resize_draws_every_integer_shorter_side_in_the_range():
+    """mmdet multiscale_mode='range': np.random.randint(low, high + 1), so both ends are drawn."""
+    random.seed(0)
+    image, target = make_sample()
+    heights = {ResizeShorterSideRange((2, 4), 100)(image, target)[0].shape[-2] for _ in range(40)}
+    assert heights == {2, 3, 4}  # 4 x 6: the shorter side is the height
+
+
+def test_range_resize_bounds_of_the_table6_recipe():
+    """480 x 640 with range (400, 1400) and max 1600: scale = min(short / 480, 1600 / 640 = 2.5), so the
+    shorter side lies in [400, 1200] (1200 = 2.5 * 480) and the longer side in [533, 1600]."""
+    assert resized_size((480, 640), 400, 1600) == (400, 533)  # 640 * 400/480 = 533.3
+    assert resized_size((480, 640), 1200, 1600) == (1200, 1600)
+    assert resized_size((480, 640), 1400, 1600) == (1200, 1600)  # 640 * 1400/480 = 1866.7 > 1600 -> capped
+    random.seed(3)
+    transform = ResizeShorterSideRange((400, 1400), 1600)
+    image = torch.zeros(3, 480, 640)
+    empty = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64),
+             "masks": torch.zeros((0, 480, 640), dtype=torch.uint8), "iscrowd": torch.zeros(0, dtype=torch.bool),
+             "stuff": torch.zeros((480, 640), dtype=torch.int64)}
+    for _ in range(8):
+        out_image, out = transform(image, dict(empty))
+        h, w = out_image.shape[-2:]
+        assert 400 <= h <= 1200 and 533 <= w <= 1600 and out["stuff"].shape == (h, w)
+
+
+def test_range_resize_rejects_an_empty_range():
+    with pytest.raises(ValueError, match="low <= high"):
+        ResizeShorterSideRange((1400, 400), 1600)
+
+
+def test_build_transforms_uses_the_range_when_training_and_min_size_when_evaluating():
+    from spatialflow.engine.config import load_experiment_config
+    from spatialflow.engine.trainer import build_transforms
+
+    cfg = load_experiment_config({"model": {"preset": "spatialflow"}, "data": {"transforms": {
+        "min_size": 800, "min_size_range": [400, 1400], "max_size": 1600}}})
+    train, test = build_transforms(cfg, train=True).transforms, build_transforms(cfg, train=False).transforms
+    assert isinstance(train[0], ResizeShorterSideRange) and train[0].short_range == (400, 1400)
+    assert train[0].max_size == 1600
+    assert isinstance(test[0], ResizeShorterSide) and test[0].short == (800,) and test[0].max_size == 1600
+
+
+@pytest.mark.parametrize("transforms, message", [
+    ({"min_size": [640, 800], "min_size_range": [400, 1400]}, "data.transforms.min_size_range: a range and a list"),
+    ({"min_size_range": [1400, 400]}, "data.transforms.min_size_range: must be (low, high) with low <= high"),
+    ({"min_size_range": [400, 1400], "scale_crop": {"scale": [0.5, 2.0], "crop": [512, 1024]}},
+     "data.transforms.min_size_range: training with scale_crop"),
+])
+def test_range_config_errors_name_the_key(transforms, message):
+    from spatialflow.engine.config import load_experiment_config
+    from spatialflow.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_experiment_config({"model": {"preset": "spatialflow"}, "data": {"transforms": transforms}})
+    assert message in str(err.value) and "\n" not in str(err.value)

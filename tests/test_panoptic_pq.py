@@ -319,3 +319,47 @@ def test_error_missing_png(tmp_path):
     (pred_dir / "cat.png").unlink()
     with pytest.raises(DataError, match=r"cat\.png: panoptic PNG not found"):
         _evaluate_edited(tmp_path, pred, pred_dir)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The pairing kernel and the one PNG-id decoder (issue 14 / issue 13).
+
+
+def test_pair_counts_by_hand_from_ids_and_from_colours():
+    from spatialflow.panoptic.pq import _pair_counts
+
+    # keys: slot 0 = unlisted ids, slot 1 = id 0, then listed ids. GT ids 7, 9; prediction id 300 (2 colour bytes).
+    gt_keys = np.array([-1, 0, 7, 9])
+    pred_keys = np.array([-1, 0, 300])
+    gt = np.array([[7, 7, 7, 0, 9, 9, 5, 7]])  # 5 is not listed -> slot 0
+    pred = np.array([[300, 300, 0, 0, 300, 300, 300, 0]])
+    # pairs (gt slot, pred slot): (2,2) (2,2) (2,1) (1,1) (3,2) (3,2) (0,2) (2,1)
+    expected = np.zeros((4, 3), dtype=np.int64)
+    expected[2, 2], expected[2, 1], expected[1, 1], expected[3, 2], expected[0, 2] = 2, 2, 1, 2, 1
+    counts = _pair_counts(gt.reshape(-1, 1), pred.reshape(-1, 1), gt_keys, pred_keys)
+    assert counts.tolist() == expected.tolist()
+    colours = _pair_counts(id2rgb(gt).reshape(-1, 3), id2rgb(pred).reshape(-1, 3), gt_keys, pred_keys)
+    assert colours.tolist() == expected.tolist()
+
+
+def test_pair_counts_single_pixel_and_one_long_run():
+    from spatialflow.panoptic.pq import _pair_counts
+
+    keys = np.array([-1, 0, 4])
+    assert _pair_counts(np.array([[4]]), np.array([[0]]), keys, keys).tolist() == [[0, 0, 0], [0, 0, 0], [0, 1, 0]]
+    run = np.full((1000, 1), 4)
+    assert _pair_counts(run, run, keys, keys)[2, 2] == 1000
+
+
+def test_one_png_decoder_for_rgb_and_rgba(tmp_path):
+    from spatialflow.data.coco_panoptic import read_panoptic_png
+    from spatialflow.panoptic.ids import read_panoptic_rgb, rgb2id
+
+    ids = np.array([[0, 1, 256], [65536, 16777215, 70000]], dtype=np.int64)
+    rgb = id2rgb(ids)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([rgb, np.full(ids.shape, 128, np.uint8)])).save(tmp_path / "rgba.png")
+    for name in ("rgb.png", "rgba.png"):
+        assert read_panoptic_rgb(tmp_path / name).tolist() == rgb.tolist()  # alpha dropped
+        assert read_segment_ids(tmp_path / name).tolist() == ids.tolist()
+        assert read_panoptic_png(tmp_path / name).tolist() == rgb2id(rgb).tolist()

@@ -57,3 +57,15 @@ def test_the_real_project_session_sees_params_yaml_and_overrides(repo_root):
     expected = dict(on_disk["profiles"]["tiny"]["training"]["schedule"]["coco"], lr=0.123)
     assert params["profiles"]["tiny"]["training"]["schedule"]["coco"] == expected
     assert params["rows"] == on_disk["rows"]
+
+
+def test_runtime_params_dotted_and_nested_merge_into_one_tree(tmp_path):
+    root = _project(tmp_path)
+    # a dotted key and a nested dict for the same branch: both land, every untouched sibling stays
+    runtime = {"profiles.tiny.schedule.coco.lr": 0.3, "profiles": {"tiny": {"schedule": {"coco": {"length": 7}}}},
+               "new.key": "x"}
+    loader = ParamsYamlConfigLoader(str(root / "conf"), runtime_params=runtime, base_env="base",
+                                    default_run_env="local")
+    params = loader["parameters"]
+    assert params["profiles"]["tiny"]["schedule"]["coco"] == {"lr": 0.3, "batch_size": 4, "length": 7}
+    assert params["new"] == {"key": "x"} and params["seeds"] == [0]

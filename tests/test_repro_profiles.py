@@ -73,7 +73,8 @@ def test_coco_image_sizes_and_lambda(params, reference):
 def test_detection_settings_match_reference(params, reference, profile):
     m = _find(r"Detection: score > ([\d.]+), up to (\d+) candidates per level, per-class NMS IoU ([\d.]+), "
               r"top-(\d+) boxes", reference)
-    det = params["profiles"][profile]["inference"]["detection"]
+    det = {k: v for k, v in params["profiles"][profile]["inference"]["detection"].items()
+           if k not in AUTHORS_DETECTION}  # the authors' code's switches: test_real_profiles_carry_the_authors_switches
     assert det == {"score_thresh": float(m.group(1)), "pre_nms_topk": int(m.group(2)),
                    "nms_thresh": float(m.group(3)), "max_detections": int(m.group(4)), "mask_threshold": 0.5}
     assert det["nms_thresh"] == 0.4 and det["max_detections"] == 100
@@ -129,3 +130,53 @@ def test_a_coco_row_resolves_to_the_paper_recipe(params):
     assert cfg["data"]["transforms"]["min_size"] == 800 and cfg["data"]["transforms"]["max_size"] == 1333
     assert cfg["train"]["lr"] == 0.005 and cfg["train"]["batch_size"] == 8 and cfg["run"]["device"] == "cuda"
     assert active_profile(coco_params)["lambda"] == 0.25
+
+
+# Issue 12: the authors' model and inference switches (docs/model.md) in the real profiles, none in tiny.
+AUTHORS_MODEL = {"backbone_norm": "frozen_stats", "roi_align_aligned": True, "mask_target": "binary",
+                 "stuff_loss_norm": "unpadded", "train_candidate_ranking": "anchor_max"}
+AUTHORS_DETECTION = {"candidate_ranking": "anchor_max", "mask_paste": "grid_sample"}
+
+
+def _cityscapes_manifest() -> dict:
+    splits = {"train": {"json": "t.json", "png_dir": "t", "image_dir": "ti"},
+              "val": {"json": "v.json", "png_dir": "v", "image_dir": "vi"}}
+    return {"cityscapes": {"splits": splits, "num_things": 8, "num_stuff": 11},
+            "coco": {"splits": splits, "num_things": 80, "num_stuff": 53}}
+
+
+@pytest.mark.parametrize("profile", ["coco", "cityscapes"])
+def test_real_profiles_carry_the_authors_switches(params, profile):
+    model = params["profiles"][profile]["training"]["model"]
+    assert {k: model.get(k) for k in AUTHORS_MODEL} == AUTHORS_MODEL
+    detection = params["profiles"][profile]["inference"]["detection"]
+    assert {k: detection.get(k) for k in AUTHORS_DETECTION} == AUTHORS_DETECTION
+
+
+def test_tiny_profile_keeps_the_previous_defaults(params):
+    """The tiny profile's rows must stay valid: none of the new switches is set there, so every one
+    takes its default (the previous behaviour, tests/test_model_switches.py)."""
+    tiny = params["profiles"]["tiny"]
+    assert not set(AUTHORS_MODEL) & set(tiny["training"]["model"])
+    assert not set(AUTHORS_DETECTION) & set(tiny["inference"]["detection"])
+    manifest = _cityscapes_manifest()
+    row = trained_rows(params)["t7_r101_coco"]
+    cfg = experiment_config("t7_r101_coco", row, dict(params, profile="tiny"), manifest, stuff_lambda=1.0, seed=0)
+    assert "stuff_head_dcn" not in cfg["model"]
+
+
+def test_table7_coco_m_row_uses_the_stuff_head_dcn_in_the_cityscapes_profile(params):
+    """Table 7 "-COCO-M" (supplement 6.1: stuff convs deformable "as UPSNet does"): the stuff head's convs,
+    only for that row; the plain Cityscapes rows keep plain stuff heads."""
+    city = dict(params, profile="cityscapes")
+    rows = trained_rows(city)
+    manifest = _cityscapes_manifest()
+    coco_m = experiment_config("t7_r101_coco", rows["t7_r101_coco"], city, manifest, stuff_lambda=1.0, seed=0)
+    assert coco_m["model"]["stuff_head_dcn"] is True
+    assert coco_m["model"]["preset"] == "spatialflow"  # no sub-network DCN (that is Table 6's eq. 6)
+    assert {k: coco_m["model"][k] for k in AUTHORS_MODEL} == AUTHORS_MODEL
+    plain = experiment_config("t7_r101", rows["t7_r101"], city, manifest, stuff_lambda=1.0, seed=0)
+    assert "stuff_head_dcn" not in plain["model"]
+    from spatialflow.models.config import model_config
+    preset = coco_m["model"].pop("preset")
+    assert model_config(preset, **coco_m["model"]).stuff_head_dcn is True

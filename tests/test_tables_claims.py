@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from spatialflow_repro.pipelines.tables import claims
-from test_tables_nodes import seed_entry, write_metrics
+from test_tables_nodes import md_cells, seed_entry, write_metrics
 
 
 def seeds(*pqs: float) -> list[dict]:
@@ -94,5 +94,18 @@ def test_report_files_state_the_rule_and_every_claim(tmp_path):
     text = md.read_text()
     assert "Verdict rule (fixed before the numbers were seen)" in text and "2 SE" in text
     assert len([c for c in json.loads(js.read_text())["claims"]]) == 7
-    assert "| 2 | The stuff and mask sub-networks help" in text
-    assert "+4.0 ± 0.8" in text and "**reproduced**" in text
+    cells = md_cells(text)
+    assert cells[0] == ["#", "Claim", "Rows compared", "Paper Δ PQ", "Reproduced Δ PQ ± SE", "Seeds", "Verdict"]
+    # claim 1: no lambda rows -> one "—" line and the closing line; claim 2: diff 45 - 41 = +4.0,
+    # SE sqrt(1/3 + 1/3) = 0.82 -> "+4.0 ± 0.8", paper 40.3 - 39.7 = +0.6
+    assert cells[1] == ["1", claims.CLAIMS[0].text, "—", "—", "—", "—", claims.MISSING]
+    assert cells[2] == ["", "**Claim 1**", "", "", "", "", f"**{claims.MISSING}**"]
+    assert cells[3] == ["2", claims.CLAIMS[1].text, "+ sub-nets vs baseline: `t2_subnets` vs `t2_baseline`",
+                        "+0.6", "+4.0 ± 0.8", "3 seeds vs 3 seeds", claims.REPRODUCED]
+    assert cells[4] == ["", "**Claim 2**", "", "", "", "", "**reproduced**"]
+    # claim 3: four flows, none run -> four lines and the closing line
+    assert [row[2] for row in cells[5:9]] == ["+ reg-cls flow: `t2_reg_cls` vs `t2_subnets`",
+                                              "+ reg-stuff flow: `t2_reg_stuff` vs `t2_reg_cls`",
+                                              "+ reg-mask flow: `t2_reg_mask` vs `t2_reg_stuff`",
+                                              "+ stuff-mask flow: `t2_spatialflow` vs `t2_reg_mask`"]
+    assert cells[5][4:] == ["—", "—", claims.MISSING]

@@ -30,6 +30,12 @@ def write_metrics(root: Path, row: str, per_seed: list[dict], profile: str = "ti
     (root / kind / f"{row}.json").write_text(json.dumps(data), encoding="utf-8")
 
 
+def md_cells(markdown: str) -> list[list[str]]:
+    """The cells of the pipe table in ``markdown`` (header first, the |:---| rule left out), stripped."""
+    rows = [line.strip("|").split(" | ") for line in markdown.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in row] for row in rows]
+
+
 @pytest.fixture(scope="module")
 def paper() -> dict:
     return nodes.load_paper_tables()
@@ -50,25 +56,24 @@ def test_table2_markdown_is_exact(tmp_path: Path, paper: dict) -> None:
     # baseline: 41.25 -> "41.2" (exact binary half, rounds to even); diff 41.2 - 39.7 = +1.5;
     # PQ_th 45.0 - 46.0 = -1.0; PQ_st 30.04 -> "30.0", 30.0 - 30.2 = -0.2
     # subnets: 41.0 - 40.3 = +0.7; 46.5 - 46.2 = +0.3; 31.0 - 31.4 = -0.4
-    expected = (
-        "# Table 2: Contribution of each component, COCO val, ResNet-50, 800px (profile: tiny)\n"
-        "\n"
-        "| Model | Row | PQ | PQ_th | PQ_st | PQ (paper) | PQ_th (paper) | PQ_st (paper) "
-        "| Δ PQ | Δ PQ_th | Δ PQ_st | Ran | MLflow run |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-        f"| baseline | t2_baseline | 41.2 | 45.0 | 30.0 | 39.7 | 46.0 | 30.2 | +1.5 | -1.0 | -0.2 | {RAN} | run-a |\n"
-        "| + stuff + mask sub-net | t2_subnets | 41.0 ± 1.4 | 46.5 ± 0.7 | 31.0 ± 0.0 | 40.3 | 46.2 | 31.4 "
-        f"| +0.7 | +0.3 | -0.4 | {RAN} | run-b, run-c |\n"
-        "| + reg-cls flow | t2_reg_cls | not run in profile tiny |  |  | 40.5 | 46.6 | 31.4 |  |  |  |  |  |\n"
-        "| + reg-stuff flow | t2_reg_stuff | not run in profile tiny |  |  | 40.7 | 46.3 | 32.0 |  |  |  |  |  |\n"
-        "| + reg-mask flow | t2_reg_mask | not run in profile tiny |  |  | 40.7 | 46.4 | 31.8 |  |  |  |  |  |\n"
-        "| + stuff-mask flow | t2_spatialflow | not run in profile tiny |  |  | 40.9 | 46.8 | 31.9 "
-        "|  |  |  |  |  |\n"
-        "\n"
-        "Split: val. Reproduced values are the mean over seeds (± sample standard deviation with more than "
-        "one seed); Δ = reproduced − published, of the displayed values.\n"
-    )
-    assert nodes.render_markdown(table) == expected
+    md = nodes.render_markdown(table)
+    lines = md.splitlines()
+    assert lines[:2] == ["# Table 2: Contribution of each component, COCO val, ResNet-50, 800px (profile: tiny)", ""]
+    assert lines[-2:] == ["", "Split: val. Reproduced values are the mean over seeds (± sample standard deviation "
+                              "with more than one seed); Δ = reproduced − published, of the displayed values."]
+    assert md_cells(md) == [
+        ["Model", "Row", "PQ", "PQ_th", "PQ_st", "PQ (paper)", "PQ_th (paper)", "PQ_st (paper)",
+         "Δ PQ", "Δ PQ_th", "Δ PQ_st", "Ran", "MLflow run"],
+        ["baseline", "t2_baseline", "41.2", "45.0", "30.0", "39.7", "46.0", "30.2", "+1.5", "-1.0", "-0.2",
+         RAN, "run-a"],
+        ["+ stuff + mask sub-net", "t2_subnets", "41.0 ± 1.4", "46.5 ± 0.7", "31.0 ± 0.0", "40.3", "46.2", "31.4",
+         "+0.7", "+0.3", "-0.4", RAN, "run-b, run-c"],
+        ["+ reg-cls flow", "t2_reg_cls", "not run in profile tiny", "", "", "40.5", "46.6", "31.4"] + [""] * 5,
+        ["+ reg-stuff flow", "t2_reg_stuff", "not run in profile tiny", "", "", "40.7", "46.3", "32.0"] + [""] * 5,
+        ["+ reg-mask flow", "t2_reg_mask", "not run in profile tiny", "", "", "40.7", "46.4", "31.8"] + [""] * 5,
+        ["+ stuff-mask flow", "t2_spatialflow", "not run in profile tiny", "", "", "40.9", "46.8", "31.9"] + [""] * 5,
+    ]
+    assert "PQ (box fill)" not in md  # no row carries a box_fill block
 
 
 def test_multi_seed_summary_values(tmp_path: Path, paper: dict) -> None:
@@ -102,19 +107,19 @@ def test_published_peer_rows_and_test_dev_submission(tmp_path: Path, paper: dict
     write_metrics(tmp_path, "t4_r101_800", [{"seed": 0, "mlflow_run_id": "r8"}], kind="testdev",
                   has_ground_truth=False, summary=None, submission="data/07_model_output/t4_r101_800/sub.zip")
     table = nodes.build_table(5, paper, "tiny", tmp_path)
-    lines = nodes.render_markdown(table).splitlines()
-    assert lines[4] == ("| JSIS-Net | ResNet-50 | 400 x 400 | published |  |  |  |  |  "
-                        "| 27.2 | 29.6 | 23.4 | 71.9 | 35.9 |  |  |  |  |  |  |  |")
+    cells = md_cells(nodes.render_markdown(table))
+    assert cells[1] == (["JSIS-Net", "ResNet-50", "400 x 400", "published"] + [""] * 5
+                        + ["27.2", "29.6", "23.4", "71.9", "35.9"] + [""] * 7)
     # PanopticFPN has no published SQ / RQ: empty cells
-    assert lines[6] == ("| PanopticFPN | ResNet-101-FPN | [640, 800] | published |  |  |  |  |  "
-                        "| 40.9 | 48.3 | 29.7 |  |  |  |  |  |  |  |  |  |")
+    assert cells[3] == (["PanopticFPN", "ResNet-101-FPN", "[640, 800]", "published"] + [""] * 5
+                        + ["40.9", "48.3", "29.7"] + [""] * 9)
     # 30.0 - 41.8 = -11.8; 35.0 - 47.6 = -12.6; 20.0 - 33.0 = -13.0; 71.0 - 79.2 = -8.2; 40.0 - 51.0 = -11.0
-    assert lines[8] == ("| SpatialFlow | ResNet-101-FPN | 600 x 1000 | t4_r101_600 | 30.0 | 35.0 | 20.0 | 71.0 "
-                        "| 40.0 | 41.8 | 47.6 | 33.0 | 79.2 | 51.0 | -11.8 | -12.6 | -13.0 | -8.2 | -11.0 "
-                        f"| {RAN} | r6 |")
-    assert lines[9] == ("| SpatialFlow | ResNet-101-FPN | 800 x 1333 | t4_r101_800 "
-                        "| submitted: data/07_model_output/t4_r101_800/sub.zip |  |  |  |  "
-                        f"| 42.8 | 49.1 | 33.1 | 78.9 | 52.1 |  |  |  |  |  | {RAN} | r8 |")
+    assert cells[5] == ["SpatialFlow", "ResNet-101-FPN", "600 x 1000", "t4_r101_600", "30.0", "35.0", "20.0",
+                        "71.0", "40.0", "41.8", "47.6", "33.0", "79.2", "51.0", "-11.8", "-12.6", "-13.0", "-8.2",
+                        "-11.0", RAN, "r6"]
+    assert cells[6] == (["SpatialFlow", "ResNet-101-FPN", "800 x 1333", "t4_r101_800",
+                         "submitted: data/07_model_output/t4_r101_800/sub.zip", "", "", "", "",
+                         "42.8", "49.1", "33.1", "78.9", "52.1"] + [""] * 5 + [RAN, "r8"])
     assert [r["status"] for r in table["rows"]] == ["published"] * 4 + ["reproduced", "submitted"]
 
 
@@ -137,16 +142,16 @@ def test_table1_marks_selected_lambda_and_writes_csv(tmp_path: Path, paper: dict
     assert [r["selected"] for r in table["rows"]] == [False] * 5 + [True, False, False]
     md = nodes.render_markdown(table)
     # 39.31 -> "39.3", 39.3 - 39.3 = +0.0 (never "-0.0")
-    assert (f"| 0.25 (selected) | t1_lambda_0_25 | 39.3 | 45.0 | 30.5 | 39.3 | 45.1 | 30.5 | +0.0 | -0.1 | +0.0 "
-            f"| {RAN} | l25 |") in md
+    assert md_cells(md)[6] == ["0.25 (selected)", "t1_lambda_0_25", "39.3", "45.0", "30.5", "39.3", "45.1", "30.5",
+                               "+0.0", "-0.1", "+0.0", RAN, "l25"]
     assert md.endswith("Selected λ (best PQ on val): 0.25.\n")
     csv_lines = nodes.render_csv(table).splitlines()
     assert csv_lines[0] == ("lambda,row,status,note,selected,pq,pq_std,paper_pq,diff_pq,pq_th,pq_th_std,paper_pq_th,"
                             "diff_pq_th,pq_st,pq_st_std,paper_pq_st,diff_pq_st,ran,mlflow_run_ids")
     # diff 39.31 - 39.3 = 0.01; 45.0 - 45.1 = -0.1; 30.5 - 30.5 = 0.0
-    assert csv_lines[6] == ("0.25,t1_lambda_0_25,reproduced,,true,39.31,,39.3,0.01,45.0,,45.1,-0.1,30.5,,30.5,0.0,"
+    assert csv_lines[6] == ("0.25,t1_lambda_0_25,reproduced,,True,39.31,,39.3,0.01,45.0,,45.1,-0.1,30.5,,30.5,0.0,"
                             f"{RAN},l25")
-    assert csv_lines[1] == "1.0,t1_lambda_1_00,not_run,not run in profile tiny,false,,,37.5,,,,41.8,,,,30.9,,,"
+    assert csv_lines[1] == "1.0,t1_lambda_1_00,not_run,not run in profile tiny,False,,,37.5,,,,41.8,,,,30.9,,,"
 
 
 def test_latex_uses_booktabs_and_escapes(tmp_path: Path, paper: dict) -> None:
@@ -157,8 +162,11 @@ def test_latex_uses_booktabs_and_escapes(tmp_path: Path, paper: dict) -> None:
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert (r"+ stuff + mask sub-net & 41.0 $\pm$ 1.4 & 46.5 $\pm$ 0.7 & 31.0 $\pm$ 0.0 & 40.3 & 46.2 & 31.4"
             r" & +0.7 & +0.3 & -0.4 \\") in tex
-    assert (r"baseline & \multicolumn{3}{c}{\emph{not run in profile my\_profile}} & 39.7 & 46.0 & 30.2"
-            r" &  &  &  \\") in tex
+    assert r"baseline & not run in profile my\_profile &  &  & 39.7 & 46.0 & 30.2 &  &  &  \\" in tex
+    assert r"\begin{tabular}{lccccccccc}" in tex and r"\label{tab:table2}" in tex
+    assert (r" & \multicolumn{3}{c}{Reproduced} & \multicolumn{3}{c}{Paper} & \multicolumn{3}{c}{$\Delta$} \\"
+            in tex)
+    assert r"Model & PQ & PQ\textsuperscript{Th} & PQ\textsuperscript{St} & PQ & " in tex
     assert nodes.latex_escape("a_b & 50% #1 {x}") == r"a\_b \& 50\% \#1 \{x\}"
 
 
@@ -200,3 +208,58 @@ def test_paper_tables_must_match_the_row_map(tmp_path: Path, paper: dict) -> Non
     path.write_text(yaml.safe_dump(broken))
     with pytest.raises(DataError, match="table2 must list 6 rows"):
         nodes.load_paper_tables(path)
+
+
+def box_fill_block(*pqs: float) -> dict:
+    """The evaluate pipeline's ``box_fill`` block: merge settings, one entry per seed with All / Things / Stuff
+    metrics (the shape of the main ones) and their summary."""
+    per_seed = [{"seed": i, "predictions": f"p{i}/box_fill",
+                 "metrics": {"All": {"pq": pq, "sq": 70.0, "rq": 50.0, "n": 3}, "Things": {"pq": pq, "n": 2},
+                             "Stuff": {"pq": pq, "n": 1}}} for i, pq in enumerate(pqs)]
+    return {"merge": {"box_fill": True, "box_fill_ratio": 0.5}, "per_seed": per_seed,
+            "summary": {"pq": sum(pqs) / len(pqs)}, "summary_std": {"pq": 0.0}}
+
+
+def test_box_fill_column_in_tables_2_and_3_only_when_present(tmp_path: Path, paper: dict) -> None:
+    # t2_baseline: box fill PQ 42.0 and 44.0 -> mean 43.0, sample std sqrt((1 + 1) / 1) = 1.414 -> "43.0 ± 1.4"
+    write_metrics(tmp_path, "t2_baseline",
+                  [seed_entry(0, "a", 40.0, 45.0, 30.0), seed_entry(1, "b", 40.0, 45.0, 30.0)],
+                  box_fill=box_fill_block(42.0, 44.0))
+    # t2_subnets: one seed -> "41.5" (no spread shown); t2_reg_cls: box_fill null (main merge fills boxes)
+    write_metrics(tmp_path, "t2_subnets", [seed_entry(0, "c", 41.0, 46.0, 31.0)], box_fill=box_fill_block(41.5))
+    write_metrics(tmp_path, "t2_reg_cls", [seed_entry(0, "d", 41.0, 46.0, 31.0)], box_fill=None)
+    table = nodes.build_table(2, paper, "tiny", tmp_path)
+    assert table["box_fill"] is True
+    assert table["rows"][0]["box_fill"] == {"pq": 43.0, "pq_std": pytest.approx(1.4142, abs=1e-4)}
+    assert table["rows"][1]["box_fill"] == {"pq": 41.5, "pq_std": None}
+
+    cells = md_cells(nodes.render_markdown(table))
+    assert cells[0][11:] == ["PQ (box fill)", "Ran", "MLflow run"]
+    assert [row[11] for row in cells[1:]] == ["43.0 ± 1.4", "41.5", "", "", "", ""]
+
+    csv_lines = nodes.render_csv(table).splitlines()
+    assert csv_lines[0].endswith(",diff_pq_st,pq_box_fill,pq_box_fill_std,ran,mlflow_run_ids")
+    assert csv_lines[1].endswith(f",43.0,1.414,{RAN},a;b")
+    assert csv_lines[2].endswith(f",41.5,,{RAN},c")
+
+    tex = nodes.render_latex(table)
+    assert r"\begin{tabular}{lcccccccccc}" in tex and r" & Box fill \\" in tex
+    assert r"baseline & 40.0 $\pm$ 0.0 & 45.0 $\pm$ 0.0 & 30.0 $\pm$ 0.0 & 39.7 & 46.0 & 30.2 & +0.3 & -1.0 & -0.2" \
+           r" & 43.0 $\pm$ 1.4 \\" in tex
+
+    # Table 3 without any block: no column; Table 4 reads t2_spatialflow's val file but never shows box fill
+    write_metrics(tmp_path, "t3_baseline", [seed_entry(0, "e", 50.0, 45.0, 55.0)])
+    write_metrics(tmp_path, "t2_spatialflow", [seed_entry(0, "f", 40.0, 45.0, 30.0)], box_fill=box_fill_block(1.0))
+    for number in (3, 4):
+        table = nodes.build_table(number, paper, "tiny", tmp_path)
+        assert table["box_fill"] is False
+        assert "PQ (box fill)" not in nodes.render_markdown(table)
+        assert "box_fill" not in nodes.render_csv(table) and "Box fill" not in nodes.render_latex(table)
+
+
+def test_box_fill_block_without_all_pq_names_the_file(tmp_path: Path, paper: dict) -> None:
+    block = box_fill_block(40.0)
+    block["per_seed"][0]["metrics"] = {"All": {}}
+    write_metrics(tmp_path, "t3_baseline", [seed_entry(0, "a", 50.0, 45.0, 55.0)], box_fill=block)
+    with pytest.raises(DataError, match="t3_baseline.json: box_fill entry of seed 0 lacks metrics All pq"):
+        nodes.build_table(3, paper, "tiny", tmp_path)

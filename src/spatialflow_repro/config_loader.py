@@ -12,24 +12,16 @@ from typing import Any
 
 import yaml
 from kedro.config import MissingConfigException, OmegaConfigLoader
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 PARAMS_FILE = "params.yaml"
 
 
-def _nest_dotted_keys(params: dict[str, Any]) -> dict[str, Any]:
-    """{"a.b": 1} -> {"a": {"b": 1}} (Kedro passes ``--params a.b=1`` either way depending on version)."""
-    nested: dict[str, Any] = {}
-    for key, value in params.items():
-        node = nested
-        *parents, leaf = str(key).split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
-            node[leaf] = OmegaConf.to_container(OmegaConf.merge(node[leaf], _nest_dotted_keys(value)))
-        else:
-            node[leaf] = _nest_dotted_keys(value) if isinstance(value, dict) else value
-    return nested
+def _apply_runtime_params(config: DictConfig, runtime: dict[str, Any]) -> None:
+    """``--params`` into ``config`` in place: a dotted key (``a.b``) or a nested dict, merged into what is
+    there (``OmegaConf.update(..., merge=True)``); Kedro hands either form depending on its version."""
+    for key, value in runtime.items():
+        OmegaConf.update(config, str(key), value, merge=True)
 
 
 class ParamsYamlConfigLoader(OmegaConfigLoader):
@@ -54,5 +46,6 @@ class ParamsYamlConfigLoader(OmegaConfigLoader):
         if self.params_path.exists():
             with self.params_path.open(encoding="utf-8") as handle:
                 base = yaml.safe_load(handle) or {}
-        merged = OmegaConf.merge(base, conf_params, _nest_dotted_keys(runtime))
+        merged = OmegaConf.merge(base, conf_params)
+        _apply_runtime_params(merged, runtime)
         return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]

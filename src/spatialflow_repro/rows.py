@@ -134,6 +134,30 @@ def describe_row(row: dict, profile: dict) -> str:
     )
 
 
+# What ``profiles.<p>.training.row_overrides.<row>`` may change, and where it goes in the experiment config.
+# ``model`` is a mapping of model switches merged into the profile's ``training.model`` (Table 7 "-COCO-M").
+ROW_OVERRIDE_KEYS = {"min_size_range": "transforms", "max_size": "transforms", "amp": "train", "model": "model"}
+
+
+def row_overrides(name: str, params: dict, profile: dict) -> dict[str, Any]:
+    """The row's entry of ``profiles.<p>.training.row_overrides`` (``{}`` when none). Every entry is checked:
+    a row that is not a trained row or a key outside :data:`ROW_OVERRIDE_KEYS` is a ConfigError naming it."""
+    where = f"profiles.{profile['name']}.training.row_overrides"
+    overrides = profile["training"].get("row_overrides") or {}
+    rows = trained_rows(params)
+    for row_name, keys in overrides.items():
+        if row_name not in rows:
+            raise ConfigError(f"{where}.{row_name}: not a trained row (rows: {', '.join(sorted(rows))})")
+        if not isinstance(keys, dict):
+            raise ConfigError(f"{where}.{row_name}: must be a mapping of {sorted(ROW_OVERRIDE_KEYS)}, got {keys!r}")
+        for key in keys:
+            if key not in ROW_OVERRIDE_KEYS:
+                raise ConfigError(f"{where}.{row_name}.{key}: unknown key (allowed: {sorted(ROW_OVERRIDE_KEYS)})")
+        if not isinstance(keys.get("model", {}), dict):
+            raise ConfigError(f"{where}.{row_name}.model: must be a mapping of model switches, got {keys['model']!r}")
+    return dict(overrides.get(name) or {})
+
+
 def experiment_config(
     name: str,
     row: dict,
@@ -145,7 +169,8 @@ def experiment_config(
 ) -> dict[str, Any]:
     """The ``spatialflow.engine`` experiment config (a dict) of one row and seed in the active profile:
     the training identity (model, data, train) from ``profiles.<p>.training``, the run settings (run)
-    from ``profiles.<p>.run``. Inference settings are not part of it (see :func:`inference_settings`)."""
+    from ``profiles.<p>.run``, with the row's ``profiles.<p>.training.row_overrides`` applied (e.g. Table 6's
+    multi-scale range and fp16). Inference settings are not part of it (see :func:`inference_settings`)."""
     profile = active_profile(params)
     training, run = profile["training"], profile.get("run") or {}
     dataset_name = row["dataset"]
@@ -166,7 +191,13 @@ def experiment_config(
     if model.get("backbone_weights"):
         model["backbone_weights"] = str(model["backbone_weights"]).format(depth=depth)
     scale_crop = schedule.pop("scale_crop", None)
+    transforms = {"min_size": short, "max_size": longest, "flip": 0.5, "scale_crop": scale_crop}
     train = {**schedule, "seed": int(seed)}
+    for key, value in row_overrides(name, params, profile).items():
+        if key == "model":
+            model.update(value)
+        else:
+            (transforms if ROW_OVERRIDE_KEYS[key] == "transforms" else train)[key] = value
     if init_checkpoint is not None:
         train["init_checkpoint"] = init_checkpoint
         if row.get("finetune_class_layers_first"):
@@ -181,7 +212,7 @@ def experiment_config(
         "model": model,
         "data": {
             **{split: dict(paths) for split, paths in dataset["splits"].items()},
-            "transforms": {"min_size": short, "max_size": longest, "flip": 0.5, "scale_crop": scale_crop},
+            "transforms": transforms,
         },
         "train": train,
         "run": {

@@ -2,8 +2,11 @@
 
 Writes N random GT/prediction pairs (about 20 segments each, crowd, void, relabels, shifts, missing and
 extra segments) as COCO-panoptic PNG + JSON, then times, PNG decoding included:
-our ``pq_compute`` with 1 worker and with all cores, and ``hotcoco.panoptic.pq_compute`` (if installed).
-Prints the images/s figures and the ratios as JSON. The same generator feeds the hotcoco oracle test.
+our ``pq_compute`` with 1 worker and with all cores, and hotcoco's ``PanopticEval`` (if installed), one
+after the other in every round (``spatialflow.benchmarks.interleave``). Prints as JSON each side's images/s
+(its best round) with min / median / max over rounds, and our speed as a ratio to hotcoco's (ratio of the
+best rounds) with the spread of the per-round ratios. ``--profile`` prints instead the milliseconds per
+image of each stage of our evaluator (one process). The same generator feeds the hotcoco oracle test.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from spatialflow.benchmarks.interleave import rates, ratio, spread, time_interleaved
 from spatialflow.panoptic.ids import id2rgb
 
 HELP = "PQ evaluator speed (images/s, 1 worker and all cores) against hotcoco on synthetic PNGs"
@@ -119,22 +123,66 @@ def write_random_pairs(out_dir: str | os.PathLike, num_images: int, height: int,
     return paths
 
 
-def _images_per_second(function, num_images: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return num_images / best
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=200, help="number of image pairs (default 200)")
     parser.add_argument("--size", default="480x640", help="HxW of the synthetic images (default 480x640)")
     parser.add_argument("--segments", type=int, default=20, help="GT segments per image (default 20)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="'all cores' (default: all)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs, best one kept (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds, best one kept (default 3)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true",
+                        help="print milliseconds per image of each stage of our evaluator instead (best round)")
+
+
+def profile_stages(paths: dict[str, Path], clock=time.perf_counter) -> dict[str, float]:
+    """Milliseconds per image pair of each stage of our evaluator, in one process (no worker pool).
+
+    Stages: reading both files, PNG decoding (libspng), the segments_info tables, the pairing kernel
+    (ids from colours, segment slots, intersection counts) and the bookkeeping (panopticapi's matching
+    rules, TP / FP / FN, IoU sums); ``total`` is their sum.
+    """
+    import pyspng
+
+    from spatialflow.panoptic import pq
+
+    categories, pairs = pq.load_image_pairs(paths["gt_json"], paths["gt_dir"], paths["pred_json"], paths["pred_dir"])
+    accumulator = pq.PQAccumulator(categories)
+    stages = dict.fromkeys(("read", "png_decode", "segments_info", "pairing", "bookkeeping"), 0.0)
+
+    def timed(stage: str, function, *arguments):
+        start = clock()
+        result = function(*arguments)
+        stages[stage] += clock() - start
+        return result
+
+    for pair in pairs:
+        encoded = [timed("read", Path(png).read_bytes) for png in (pair.gt_png, pair.pred_png)]
+        gt_rgb, pred_rgb = (timed("png_decode", pyspng.load, data, "RGB") for data in encoded)
+        gt = timed("segments_info", pq._parse_segments, pair.gt_segments, accumulator._category_index, "gt")
+        pred = timed("segments_info", pq._parse_segments, pair.pred_segments, accumulator._category_index, "pred")
+        pixels = gt_rgb.shape[0] * gt_rgb.shape[1]
+        counts = timed("pairing", pq._pair_counts, gt_rgb.reshape(pixels, 3), pred_rgb.reshape(pixels, 3),
+                       gt.keys, pred.keys)
+        timed("bookkeeping", accumulator._score, counts, gt, pred, gt_rgb, pred_rgb)
+    figures = {stage: 1000 * seconds / len(pairs) for stage, seconds in stages.items()}
+    figures["total"] = sum(figures.values())
+    return figures
+
+
+def _hotcoco(paths: dict[str, Path]):
+    """hotcoco's PQ on the files as a call returning its results, or None when hotcoco is not installed."""
+    try:
+        from hotcoco.panoptic import PanopticEval
+    except ImportError:
+        return None
+
+    def evaluate() -> dict:
+        evaluation = PanopticEval(str(paths["gt_json"]), str(paths["pred_json"]),
+                                  gt_folder=str(paths["gt_dir"]), pred_folder=str(paths["pred_dir"]))
+        evaluation.evaluate()  # silent, unlike hotcoco's pq_compute, which prints a table
+        return evaluation.results()
+
+    return evaluate
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,31 +191,35 @@ def run(args: argparse.Namespace) -> int:
     height, width = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory(prefix="bench_pq_") as tmp:
         paths = write_random_pairs(tmp, args.images, height, width, segments=args.segments, seed=args.seed)
+        if args.profile:
+            profile_stages(paths)  # warm-up: numba's compiled kernel, page cache
+            rounds = [profile_stages(paths) for _ in range(args.repeats)]
+            best = min(rounds, key=lambda figures: figures["total"])
+            print(json.dumps({"images": args.images, "size": f"{height}x{width}", "repeats": args.repeats,
+                              "ms_per_image_best_round": best}, indent=2))
+            return 0
         files = (paths["gt_json"], paths["gt_dir"], paths["pred_json"], paths["pred_dir"])
-        figures: dict = {"images": args.images, "size": f"{height}x{width}", "workers": args.workers}
-        ours = pq_compute(*files, workers=1, progress=False)
-        figures["ours_1_worker_images_per_s"] = _images_per_second(
-            lambda: pq_compute(*files, workers=1, progress=False), args.images, args.repeats)
-        figures["ours_all_workers_images_per_s"] = _images_per_second(
-            lambda: pq_compute(*files, workers=args.workers, progress=False), args.images, args.repeats)
-        try:
-            from hotcoco.panoptic import PanopticEval
-        except ImportError:
-            figures["hotcoco_images_per_s"] = None
-        else:
-            def hotcoco_pq() -> dict:
-                evaluation = PanopticEval(str(paths["gt_json"]), str(paths["pred_json"]),
-                                          gt_folder=str(paths["gt_dir"]), pred_folder=str(paths["pred_dir"]))
-                evaluation.evaluate()  # silent, unlike hotcoco's pq_compute, which prints a table
-                return evaluation.results()
-
-            reference = hotcoco_pq()
-            figures["hotcoco_images_per_s"] = _images_per_second(hotcoco_pq, args.images, args.repeats)
-            figures["ratio_ours_all_workers_to_hotcoco"] = (
-                figures["ours_all_workers_images_per_s"] / figures["hotcoco_images_per_s"])
-            figures["ratio_ours_1_worker_to_hotcoco"] = (
-                figures["ours_1_worker_images_per_s"] / figures["hotcoco_images_per_s"])
-            figures["max_abs_difference_pq_all"] = abs(ours["All"]["pq"] - 100 * reference["All"]["pq"])
-        figures["pq_all"] = ours["All"]["pq"]
+        sides = {"ours_1_worker": lambda: pq_compute(*files, workers=1, progress=False),
+                 "ours_all_workers": lambda: pq_compute(*files, workers=args.workers, progress=False)}
+        hotcoco = _hotcoco(paths)
+        if hotcoco is not None:
+            sides["hotcoco"] = hotcoco
+        first = {name: call() for name, call in sides.items()}  # warm-up (numba's compiled kernel, page cache)
+        seconds = time_interleaved(sides, args.repeats)  # ours, ours, hotcoco, ours, ...: same neighbours
+    figures: dict = {"images": args.images, "size": f"{height}x{width}", "workers": args.workers,
+                     "repeats": args.repeats}
+    for name, values in seconds.items():
+        figures[f"{name}_images_per_s"] = args.images / min(values)
+        figures[f"{name}_images_per_s_spread"] = spread(rates(values, args.images))
+    if hotcoco is None:
+        figures["hotcoco_images_per_s"] = None
+    else:
+        for name in ("ours_all_workers", "ours_1_worker"):
+            to_hotcoco = ratio(seconds["hotcoco"], seconds[name])  # time ratio hotcoco / ours = speed ours / hotcoco
+            figures[f"ratio_{name}_to_hotcoco"] = to_hotcoco["ratio"]
+            figures[f"ratio_{name}_to_hotcoco_per_repeat"] = to_hotcoco["per_round"]
+        figures["max_abs_difference_pq_all"] = abs(first["ours_1_worker"]["All"]["pq"]
+                                                   - 100 * first["hotcoco"]["All"]["pq"])
+    figures["pq_all"] = first["ours_1_worker"]["All"]["pq"]
     print(json.dumps(figures, indent=2))
     return 0

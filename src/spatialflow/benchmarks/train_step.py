@@ -4,7 +4,8 @@ The floor is torchvision's ResNet of the same depth, forward + backward (+ the s
 same padded batch: no detector can train faster than its backbone. Each repeat runs the floor and every
 model for ``--iters`` steps, interleaved (floor, baseline, spatialflow, floor, ...), so a busy neighbour
 slows all sides alike; the figure of each side is the minimum over repeats, and min / median / max are
-printed next to it. Targets (issue 10): baseline <= 2.5x the floor, full SpatialFlow <= 4x.
+printed next to it, with the spread of the per-round ratios (``spatialflow.benchmarks.interleave``, shared
+with ``bench model`` and ``bench pq``). Targets (issue 10): baseline <= 2.5x the floor, full SpatialFlow <= 4x.
 
 The batch is synthetic shapes-coco at the tiny profile's training size, through the real data pipeline
 (PanopticDataset, transforms, collate); the model widths default to the tiny profile's.
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 
 import torch
+
+from spatialflow.benchmarks.interleave import ratio, spread, time_interleaved
 
 HELP = "seconds per training iteration of the tiny rows vs a plain ResNet forward + backward (JSON)"
 
@@ -51,13 +52,6 @@ def _batch(size: tuple[int, int], count: int):
     data = PanopticDataset(split.json_path, split.png_dir, split.image_dir,
                            Compose([ResizeShorterSide(min(size), max(size)), RandomHorizontalFlip(0.0)]))
     return collate([data[i] for i in range(count)])
-
-
-def _timer(step, iters: int) -> float:
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    return (time.perf_counter() - start) / iters
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,20 +96,17 @@ def run(args: argparse.Namespace) -> int:
         steps[preset] = step
     for step in steps.values():  # warm-up: allocator, oneDNN kernels
         step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.repeats):  # interleaved: every side sees the same neighbours
-        for name, step in steps.items():
-            times[name].append(_timer(step, args.iters))
-    floor = min(times["resnet_floor"])
+    times = time_interleaved(steps, args.repeats, args.iters)  # every side sees the same neighbours
     report = {"depth": args.depth, "size": [height, width], "batch": args.batch, "repeats": args.repeats,
               "iters_per_repeat": args.iters, "threads": torch.get_num_threads(), "seconds_per_iteration": {},
               "ratio_to_floor": {}}
+    report["ratio_spread_to_floor"] = {}
     for name, values in times.items():
-        report["seconds_per_iteration"][name] = {"min": round(min(values), 4),
-                                                 "median": round(statistics.median(values), 4),
-                                                 "max": round(max(values), 4)}
+        report["seconds_per_iteration"][name] = spread(values, 4)
         if name != "resnet_floor":
-            report["ratio_to_floor"][name] = round(min(values) / floor, 2)
+            to_floor = ratio(values, times["resnet_floor"], 2)
+            report["ratio_to_floor"][name] = to_floor["ratio"]
+            report["ratio_spread_to_floor"][name] = to_floor["per_round"]
     report["targets"] = {"baseline": 2.5, "spatialflow": 4.0}
     print(json.dumps(report, indent=2))
     return 0

@@ -18,7 +18,7 @@ from PIL import Image
 
 from spatialflow.data.categories import IGNORE_INDEX, CategoryMap
 from spatialflow.errors import DataError
-from spatialflow.panoptic.ids import VOID_ID, id2rgb
+from spatialflow.panoptic.ids import VOID_ID, id2rgb, read_segment_ids
 from spatialflow.utils.atomic import atomic_save_image, atomic_write_json
 
 REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
@@ -203,11 +203,6 @@ def check_panoptic_json(data: object, path: str | os.PathLike, kind: str = "data
     return problems, index
 
 
-def json_structure_problems(data: object, path: str | os.PathLike, kind: str = "dataset") -> list[DataError]:
-    """Missing keys, wrong types, duplicate ids and dangling references in a parsed COCO-panoptic JSON."""
-    return check_panoptic_json(data, path, kind)[0]
-
-
 def one_line_per_file(problems: list[DataError]) -> list[DataError]:
     """At most one problem per file (its first), saying how many more that file has."""
     by_path: dict[str, list[DataError]] = {}
@@ -248,10 +243,15 @@ def read_json(path: str | os.PathLike) -> object:
         raise DataError(path, f"not valid JSON ({exc})") from None
 
 
-def load_panoptic_json(path: str | os.PathLike) -> dict:
-    """Parse a COCO-panoptic JSON and check its structure; DataError on the first problem."""
+def load_panoptic_json(path: str | os.PathLike, kind: str = "dataset", *, nonempty: bool = False) -> dict:
+    """Parse a COCO-panoptic JSON and check it as ``kind`` (see ``_KINDS``); DataError on the first problem.
+
+    The one reader of COCO-panoptic JSONs (data sets, evaluate's ground truth and prediction, the upload);
+    validate-data alone uses ``read_json`` + ``check_panoptic_json`` itself, to list every problem.
+    ``nonempty``: a JSON without annotations is a problem.
+    """
     data = read_json(path)
-    raise_first(json_structure_problems(data, path))
+    raise_first(check_panoptic_json(data, path, kind, nonempty)[0])
     return data  # type: ignore[return-value]
 
 
@@ -261,10 +261,8 @@ def load_panoptic_json(path: str | os.PathLike) -> dict:
 def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
     """Read a panoptic PNG -> (H, W) int64 segment ids; DataError if missing, corrupt or not 8-bit RGB.
 
-    The same reader (and the same messages) as evaluate and package-submission: ``pq.read_segment_ids``.
+    The same reader (and the same messages) as evaluate and package-submission: ``ids.read_segment_ids``.
     """
-    from spatialflow.panoptic.pq import read_segment_ids
-
     return read_segment_ids(path).astype(np.int64, copy=False)
 
 

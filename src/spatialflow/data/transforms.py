@@ -2,20 +2,27 @@
 
 Each transform is a callable ``(image, target) -> (image, target)`` on what :class:`PanopticDataset`
 returns: image float32 (3, H, W); target ``boxes`` float32 (N, 4) xyxy, ``labels``, ``masks`` uint8
-(N, H, W), ``iscrowd``, ``stuff`` int64 (H, W). Images are resized bilinearly, masks and the stuff map
-with nearest neighbour; boxes are recomputed exactly from the resized masks, and instances whose mask
-vanishes (tiny objects after down-scaling, objects outside a crop) are dropped.
+(N, H, W), ``iscrowd``, ``stuff`` int64 (H, W). The geometry is torchvision.transforms.v2's, dispatched on
+tv_tensors (:class:`~torchvision.tv_tensors.Image`, :class:`~torchvision.tv_tensors.Mask`,
+:class:`~torchvision.tv_tensors.BoundingBoxes`): images are resized bilinearly with antialiasing, masks and
+the stuff map (ignore value included) with nearest neighbour. After a resize or crop, boxes are recomputed
+exactly from the masks and instances whose mask vanished (tiny objects after down-scaling, objects outside a
+crop) are dropped with ``sanitize_bounding_boxes``.
+
+The random parameters (shorter side, flip, scale, crop window) are drawn with Python's :mod:`random`, as
+before the move to torchvision, so a seeded run sees the same training inputs.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
+from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 Target = dict
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
@@ -33,52 +40,69 @@ class Compose:
         return image, target
 
 
+def resized_size(size: tuple[int, int], short: int, max_size: int) -> tuple[int, int]:
+    """(H, W) scaled so the shorter side is ``short`` unless the longer side would exceed ``max_size``.
+
+    The one resize rule of training (:class:`ResizeShorterSide`) and inference (``predict``): the scale is
+    ``min(short / shorter side, max_size / longer side)``, as mmcv's ``rescale_size`` with
+    ``scale=(max_size, short)``; sides are rounded half to even (mmcv rounds half up: only exact .5 differ).
+    """
+    height, width = int(size[0]), int(size[1])
+    scale = min(short / min(height, width), max_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def masks_to_boxes_exclusive(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) non-empty masks -> (N, 4) float32 xyxy boxes with COCO-style exclusive x2/y2."""
-    if masks.shape[0] == 0:
-        return torch.zeros((0, 4), dtype=torch.float32)
-    boxes = masks_to_boxes(masks.bool()).float()  # inclusive max corner
-    boxes[:, 2:] += 1
+    """(N, H, W) masks -> (N, 4) float32 xyxy boxes with COCO-style exclusive x2/y2; empty masks -> zeros."""
+    boxes = masks_to_boxes(masks).float()  # inclusive max corner; [0, 0, 0, 0] for an empty mask
+    boxes[:, 2:] += masks.flatten(1).any(dim=1, keepdim=True)
     return boxes
 
 
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """A tv_tensor back to a plain tensor (the model, collation and workers never see the subclasses)."""
+    return x.as_subclass(torch.Tensor)
+
+
 def _with_masks(target: Target, masks: torch.Tensor, stuff: torch.Tensor) -> Target:
-    """Copy of ``target`` with new masks / stuff map; empty instances dropped, boxes recomputed."""
-    keep = masks.flatten(1).bool().any(dim=1)
+    """Copy of ``target`` with new masks / stuff map; boxes recomputed, empty instances dropped."""
+    size = tuple(stuff.shape[-2:])
+    boxes = tv_tensors.BoundingBoxes(masks_to_boxes_exclusive(masks), format="XYXY", canvas_size=size)
+    _, keep = TF.sanitize_bounding_boxes(boxes, min_size=1)
     out = dict(target)
-    out["masks"] = masks[keep]
+    out["masks"] = _plain(masks)[keep]
     out["labels"] = target["labels"][keep]
     out["iscrowd"] = target["iscrowd"][keep]
-    out["boxes"] = masks_to_boxes_exclusive(out["masks"])
-    out["stuff"] = stuff
+    out["boxes"] = _plain(boxes)[keep]
+    out["stuff"] = _plain(stuff)
     return out
 
 
 def resize(image: torch.Tensor, target: Target, size: tuple[int, int]) -> tuple[torch.Tensor, Target]:
-    """Resize to ``size`` = (H, W): image bilinear, masks and stuff nearest, boxes from masks."""
+    """Resize to ``size`` = (H, W): image bilinear (antialiased), masks and stuff nearest, boxes from masks."""
     if tuple(image.shape[-2:]) == tuple(size):
         return image, target
-    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-    image = image.clamp_(0.0, 1.0)
-    masks = target["masks"]
-    if masks.shape[0]:
-        masks = F.interpolate(masks[None].float(), size=size, mode="nearest")[0].to(torch.uint8)
-    else:
-        masks = masks.new_zeros((0, *size))
-    stuff = F.interpolate(target["stuff"][None, None].float(), size=size, mode="nearest")[0, 0].long()
-    return image, _with_masks(target, masks, stuff)
+    size = [int(size[0]), int(size[1])]
+    image = TF.resize(tv_tensors.Image(image), size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+    masks = TF.resize(tv_tensors.Mask(target["masks"]), size, interpolation=InterpolationMode.NEAREST)
+    stuff = TF.resize(tv_tensors.Mask(target["stuff"]), size, interpolation=InterpolationMode.NEAREST)
+    return _plain(image).clamp_(0.0, 1.0), _with_masks(target, masks, stuff)
 
 
-def shorter_side_size(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
-    """Output (H, W) with the shorter side ``short`` unless that makes the longer side exceed ``max_size``."""
-    scale = short / min(height, width)
-    if max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+def crop(image: torch.Tensor, target: Target, top: int, left: int, height: int, width: int
+         ) -> tuple[torch.Tensor, Target]:
+    """Cut the window [top, top+height) x [left, left+width); instances left empty are dropped."""
+    window = dict(top=top, left=left, height=height, width=width)
+    masks = TF.crop(tv_tensors.Mask(target["masks"]), **window)
+    stuff = TF.crop(tv_tensors.Mask(target["stuff"]), **window)
+    return _plain(TF.crop(tv_tensors.Image(image), **window)), _with_masks(target, masks, stuff)
 
 
 class ResizeShorterSide:
-    """Resize so the shorter side is ``short`` (one picked at random from a tuple), longer side <= max_size."""
+    """Resize so the shorter side is ``short`` (one picked at random from a tuple), longer side <= max_size.
+
+    mmdet's ``multiscale_mode='value'`` (a list of scales) with ``keep_ratio=True``.
+    """
 
     def __init__(self, short: int | tuple[int, ...], max_size: int) -> None:
         self.short = (short,) if isinstance(short, int) else tuple(short)
@@ -86,8 +110,33 @@ class ResizeShorterSide:
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         short = self.short[0] if len(self.short) == 1 else random.choice(self.short)
-        size = shorter_side_size(image.shape[-2], image.shape[-1], short, self.max_size)
-        return resize(image, target, size)
+        return resize(image, target, resized_size(image.shape[-2:], short, self.max_size))
+
+
+class ResizeShorterSideRange:
+    """Resize with the shorter side drawn uniformly from the integers ``short_range`` = (low, high), both
+    included, and the longer side at most ``max_size``: mmdet 2.x ``multiscale_mode='range'``.
+
+    mmdet's ``Resize.random_sample`` (mmdet/datasets/pipelines/transforms.py, mmdet 2.x; the authors' Table 6
+    config chensnathan/SpatialFlow configs/spatialflow/spatialflow_r101_dcn_fpn_20e_coco_multiscale_fp16.py:
+    ``img_scale=[(1600, 400), (1600, 1400)]``) takes the two ``img_scale`` tuples and draws
+    ``long_edge = np.random.randint(min(longs), max(longs) + 1)`` and
+    ``short_edge = np.random.randint(min(shorts), max(shorts) + 1)``; with ``keep_ratio=True`` mmcv's
+    ``rescale_size`` then scales by ``min(long_edge / longer side, short_edge / shorter side)``. Here the
+    long edge is the fixed ``max_size`` (both of the authors' tuples have 1600), so this is the same rule:
+    an integer shorter side in [low, high] fed to :func:`resized_size`.
+    """
+
+    def __init__(self, short_range: tuple[int, int], max_size: int) -> None:
+        low, high = short_range
+        if not 1 <= low <= high:
+            raise ValueError(f"short_range must be (low, high) with 1 <= low <= high, got {short_range}")
+        self.short_range = (int(low), int(high))
+        self.max_size = max_size
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        short = random.randint(*self.short_range)
+        return resize(image, target, resized_size(image.shape[-2:], short, self.max_size))
 
 
 class RandomHorizontalFlip:
@@ -99,15 +148,13 @@ class RandomHorizontalFlip:
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         if random.random() >= self.p:
             return image, target
-        width = image.shape[-1]
+        size = tuple(image.shape[-2:])
+        boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=size)
         out = dict(target)
-        out["masks"] = target["masks"].flip(-1)
-        out["stuff"] = target["stuff"].flip(-1)
-        boxes = target["boxes"].clone()
-        boxes[:, 0] = width - target["boxes"][:, 2]
-        boxes[:, 2] = width - target["boxes"][:, 0]
-        out["boxes"] = boxes
-        return image.flip(-1), out
+        out["masks"] = _plain(TF.horizontal_flip(tv_tensors.Mask(target["masks"])))
+        out["stuff"] = _plain(TF.horizontal_flip(tv_tensors.Mask(target["stuff"])))
+        out["boxes"] = _plain(TF.horizontal_flip(boxes))
+        return _plain(TF.horizontal_flip(tv_tensors.Image(image))), out
 
 
 class RandomScaleCrop:
@@ -124,16 +171,9 @@ class RandomScaleCrop:
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         factor = random.uniform(*self.scale)
         height, width = image.shape[-2:]
-        size = (max(1, int(math.floor(height * factor + 0.5))), max(1, int(math.floor(width * factor + 0.5))))
+        size = (max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5)))
         image, target = resize(image, target, size)
         crop_h, crop_w = min(self.crop[0], size[0]), min(self.crop[1], size[1])
         top = random.randint(0, size[0] - crop_h)
         left = random.randint(0, size[1] - crop_w)
         return crop(image, target, top, left, crop_h, crop_w)
-
-
-def crop(image: torch.Tensor, target: Target, top: int, left: int, height: int, width: int
-         ) -> tuple[torch.Tensor, Target]:
-    """Cut the window [top, top+height) x [left, left+width); instances left empty are dropped."""
-    rows, cols = slice(top, top + height), slice(left, left + width)
-    return image[:, rows, cols], _with_masks(target, target["masks"][:, rows, cols], target["stuff"][rows, cols])

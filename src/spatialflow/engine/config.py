@@ -63,12 +63,30 @@ class ScaleCropConfig(_Config):
 
 
 class TransformConfig(_Config):
-    """Training/eval image transforms. ``min_size`` as a list = pick one shorter side at random per image."""
+    """Training/eval image transforms, longer side at most ``max_size``. Training draws the shorter side per
+    image: ``min_size`` as a list = one of the list (mmdet ``multiscale_mode='value'``); ``min_size_range``
+    = (low, high) = an integer in [low, high] (mmdet ``multiscale_mode='range'``). Evaluation uses
+    ``min_size`` (the largest of a list)."""
 
     min_size: PositiveInt | list[PositiveInt] = 800
+    min_size_range: tuple[PositiveInt, PositiveInt] | None = None
     max_size: PositiveInt = 1333
     flip: Fraction = 0.5
     scale_crop: ScaleCropConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_multiscale_mode(self) -> TransformConfig:
+        if self.min_size_range is None:
+            return self
+        low, high = self.min_size_range
+        if low > high:
+            raise ValueError(f"min_size_range: must be (low, high) with low <= high, got {[low, high]}")
+        if isinstance(self.min_size, list):
+            raise ValueError(f"min_size_range: a range and a list min_size {self.min_size} exclude each other"
+                             " (pick one multi-scale mode)")
+        if self.scale_crop is not None:
+            raise ValueError("min_size_range: training with scale_crop does not resize by the shorter side")
+        return self
 
 
 class DataConfig(_Config):

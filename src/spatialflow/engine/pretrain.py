@@ -36,6 +36,7 @@ class PretrainConfig:
     """What decides the pretrained weights (all of it is the stage's identity)."""
 
     depth: int = 18
+    width: int = 64  # ResNet stem / res2 channels (spatialflow.models.resnet): 64 is torchvision's
     iterations: int = 300
     batch_size: int = 32
     lr: float = 0.1
@@ -51,6 +52,8 @@ class PretrainConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"pretrain.{key}: must be an integer >= 1, got {value!r}")
+        if not isinstance(self.width, int) or self.width < 8 or self.width % 8:
+            raise ConfigError(f"pretrain.width: must be a multiple of 8, got {self.width!r}")
         if not self.lr > 0:
             raise ConfigError(f"pretrain.lr: must be > 0, got {self.lr!r}")
 
@@ -71,11 +74,11 @@ def _render_set(preset_name: str, size: tuple[int, int], count: int, seed: int) 
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255), torch.from_numpy(labels)
 
 
-def build_classifier(depth: int, num_outputs: int) -> torch.nn.Module:
-    """torchvision's ResNet with ordinary (trainable) BatchNorm and a ``num_outputs`` linear layer."""
-    from torchvision import models
+def build_classifier(depth: int, num_outputs: int, width: int = 64) -> torch.nn.Module:
+    """The backbone's ResNet with ordinary (trainable) BatchNorm and a ``num_outputs`` linear layer."""
+    from spatialflow.models.resnet import build_resnet
 
-    return getattr(models, f"resnet{depth}")(weights=None, num_classes=num_outputs)
+    return build_resnet(depth, width, num_classes=num_outputs)
 
 
 def pretrain_backbone(cfg: PretrainConfig, out_path: str | os.PathLike) -> dict:
@@ -87,7 +90,7 @@ def pretrain_backbone(cfg: PretrainConfig, out_path: str | os.PathLike) -> dict:
     sets = [_render_set(name, (h, w), cfg.num_images, cfg.seed * 100 + k)
             for k, (name, h, w) in enumerate(cfg.presets)]
     widths = [labels.shape[1] for _, labels in sets]
-    model = build_classifier(cfg.depth, sum(widths))
+    model = build_classifier(cfg.depth, sum(widths), cfg.width)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
@@ -122,7 +125,7 @@ def pretrain_backbone(cfg: PretrainConfig, out_path: str | os.PathLike) -> dict:
     with atomic_open(Path(out_path), "wb") as handle:
         torch.save(state, handle)
     tail = losses[-max(1, len(losses) // 10):]
-    return {"depth": cfg.depth, "iterations": cfg.iterations, "seconds": round(seconds, 1),
+    return {"depth": cfg.depth, "width": cfg.width, "iterations": cfg.iterations, "seconds": round(seconds, 1),
             "final_loss": round(float(np.mean(tail)), 5), "held_out_label_accuracy": accuracy,
             "weights": str(out_path)}
 

@@ -96,6 +96,8 @@ def build_transforms(cfg: ExperimentConfig, train: bool):
     steps: list = []
     if train and t.scale_crop:
         steps.append(T.RandomScaleCrop(tuple(t.scale_crop.scale), tuple(t.scale_crop.crop)))
+    elif train and t.min_size_range is not None:
+        steps.append(T.ResizeShorterSideRange(tuple(t.min_size_range), t.max_size))
     else:
         short = t.min_size if isinstance(t.min_size, int) else tuple(t.min_size)
         if not train and not isinstance(short, int):
@@ -143,7 +145,7 @@ def build_optimizer(params: list[torch.nn.Parameter], t: TrainConfig) -> torch.o
     # was a quarter of a tiny CPU step); the same arithmetic.
     if t.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=t.lr, betas=(t.momentum, 0.999), weight_decay=t.weight_decay,
-                                 foreach=True)
+                                 fused=True)
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, foreach=True)
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from spatialflow.data.transforms import resized_size  # the one resize rule, shared with training
 from spatialflow.errors import ConfigError
 from spatialflow.models.detection import Detections, nms_top
 from spatialflow.models.spatialflow import SpatialFlow
@@ -38,13 +39,6 @@ TTA_PRESETS: dict[str, TTAConfig] = {
     "coco": TTAConfig(scales=[(1000, 1500), (1200, 1800), (1400, 2100)], flip=True),
     "cityscapes": TTAConfig(scales=[(1152, 2304), (1216, 2432), (1280, 2560), (1344, 2688)], flip=True),
 }
-
-
-def resized_size(size: tuple[int, int], short: int, max_size: int) -> tuple[int, int]:
-    """(H, W) scaled so the shorter side is ``short`` unless the longer side would exceed ``max_size``."""
-    h, w = size
-    scale = min(short / min(h, w), max_size / max(h, w))
-    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def predict(

@@ -1,6 +1,9 @@
 """ResNet (torchvision) + FPN producing P3..P7; P6 from C5 (section 3.1).
 
-Frozen BatchNorm everywhere, frozen stem + res2 (``frozen_stages=1``; -1 freezes nothing, 0 the stem only);
+BatchNorm (``norm``): "frozen" = ``FrozenBatchNorm2d`` everywhere (statistics and affine are buffers), or
+"frozen_stats" = the authors' ``norm_eval=True`` with ``requires_grad=True``: ``BatchNorm2d`` kept in eval
+mode (ImageNet statistics, never updated) with trainable affine parameters outside the frozen stages.
+Frozen stem + res2 (``frozen_stages=1``; -1 freezes nothing, 0 the stem only);
 optional deformable 3x3 convs in res3..res5 (Table 6); optional pretrained weights, never downloaded: ImageNet
 from torchvision's local cache, or any file in that format (``weights``; the tiny profile's ImageNet stand-in).
 """
@@ -19,6 +22,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from spatialflow.errors import CheckpointError
 from spatialflow.models.deform import DeformConv3x3Pack
+from spatialflow.models.resnet import TORCHVISION_WIDTH, build_resnet, stage_channels
 
 FPN_STRIDES = (8, 16, 32, 64, 128)  # P3..P7
 
@@ -48,10 +52,12 @@ class ResNetFPN(nn.Module):
         pretrained: bool = False,
         weights: str | None = None,
         frozen_stages: int = 1,
+        norm: str = "frozen",
+        width: int = TORCHVISION_WIDTH,
     ) -> None:
         super().__init__()
-        builder = _RESNETS[depth][0]
-        self.body = builder(weights=None, norm_layer=FrozenBatchNorm2d)
+        self.norm = norm
+        self.body = build_resnet(depth, width, norm_layer=FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d)
         del self.body.fc, self.body.avgpool
         if dcn:
             for stage in (self.body.layer2, self.body.layer3, self.body.layer4):
@@ -61,7 +67,7 @@ class ResNetFPN(nn.Module):
         if pretrained:
             self._load_pretrained(depth, weights or imagenet_weights_path(depth))
         self._freeze(frozen_stages)
-        c3, c4, c5 = (128, 256, 512) if depth < 50 else (512, 1024, 2048)
+        c3, c4, c5 = stage_channels(depth, width)
         extra = LastLevelP6P7(c5, out_channels)
         extra.use_P5 = False  # P6 from C5, also when C5 happens to have out_channels channels
         self.fpn = FeaturePyramidNetwork([c3, c4, c5], out_channels, extra_blocks=extra)
@@ -82,7 +88,7 @@ class ResNetFPN(nn.Module):
             raise CheckpointError(f"{path}: cannot read pretrained weights ({exc})") from exc
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         result = self.body.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if ".offset." not in k]
+        missing = [k for k in result.missing_keys if ".offset." not in k and not k.endswith("num_batches_tracked")]
         if missing or result.unexpected_keys:
             raise CheckpointError(
                 f"{path}: not ResNet-{depth} weights (missing {missing[:3]}, unexpected "
@@ -95,6 +101,14 @@ class ResNetFPN(nn.Module):
         for stage in stages[: frozen_stages + 1]:
             for p in stage.parameters():
                 p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ResNetFPN:
+        """As nn.Module.train, but BatchNorm statistics stay frozen (mmdet's ``norm_eval=True``)."""
+        super().train(mode)
+        for m in self.body.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
 
     def forward(self, x: Tensor) -> list[Tensor]:
         b = self.body

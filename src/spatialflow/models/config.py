@@ -21,6 +21,16 @@ from spatialflow.errors import ConfigError
 from spatialflow.panoptic.merge import MergeConfig
 
 BACKBONE_DEPTHS = (18, 34, 50, 101)
+BACKBONE_NORMS = ("frozen", "frozen_stats")
+STUFF_LOSS_NORMS = ("labelled", "unpadded")
+MASK_TARGETS = ("soft", "binary")
+CANDIDATE_RANKINGS = ("pair", "anchor_max")
+MASK_PASTES = ("legacy", "grid_sample")
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: must be one of {list(choices)}, got {value!r}")
 
 
 @dataclass
@@ -38,7 +48,12 @@ class SpatialFlowConfig:
     fpn_channels: int = 256
     pretrained_backbone: bool = False  # ImageNet weights from torchvision's local cache only, or:
     backbone_weights: str | None = None  # a file in that format (the tiny profile's ImageNet stand-in)
-    frozen_stages: int = 1  # stem + res2 frozen (-1: none, 0: stem); all BatchNorm is frozen anyway
+    frozen_stages: int = 1  # stem + res2 frozen (-1: none, 0: stem)
+    backbone_width: int = 64  # ResNet stem / res2 channels, every stage scales (64: torchvision; tiny: 32)
+    # BatchNorm of the ResNet: "frozen" = FrozenBatchNorm2d everywhere (statistics and affine are buffers);
+    # "frozen_stats" = the authors' norm_cfg requires_grad=True + norm_eval=True: statistics frozen (BN
+    # always in eval mode), affine weight/bias trainable outside the frozen stages and counted as parameters
+    backbone_norm: str = "frozen"
     # ablation switches (Table 2/3 rows, Table 6)
     subnets: bool = True  # stuff (4 blocks) + mask (1 block) sub-networks
     flow_reg_cls: bool = True  # phi_cls: reg_j -> cls_j
@@ -46,12 +61,21 @@ class SpatialFlowConfig:
     flow_reg_mask: bool = True  # phi_mask: reg_4 -> mask_1      (needs subnets)
     flow_stuff_mask: bool = True  # psi: stuff_4 -> mask_1        (needs subnets)
     dcn: bool = False  # deformable convs in res3-res5 and in the cls/stuff/mask sub-net blocks
+    stuff_head_dcn: bool = False  # the stuff head's 3x3 convs deformable (DCNv2 with own offsets, "as
+    #                               UPSNet does"): Table 7's "-COCO-M" (supplement 6.1)
     # heads
     stuff_channels: int = 128
     stuff_groups: int = 32  # GroupNorm groups in the stuff head
     mask_channels: int = 256
+    roi_align_aligned: bool = False  # mask-head RoIAlign with the half-pixel shift (mmcv aligned=True)
     # loss
     stuff_lambda: float = 0.25  # L = L_cls + L_reg + L_mask + lambda * L_stuff (COCO 0.25, Cityscapes 1.0)
+    # stuff cross-entropy divided by "labelled" pixels (void and padding excluded) or by "unpadded" pixels
+    # (void included, padding excluded: the authors' avg_factor without their image-0 window bug)
+    stuff_loss_norm: str = "labelled"
+    # mask targets: "soft" (torchvision: GT masks RoIAligned with aligned=False, fractional values) or
+    # "binary" (mmdet: RoIAligned with aligned=True, then >= 0.5)
+    mask_target: str = "soft"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     # anchors: sizes octave_base_scale * stride * 2^(i / scales_per_octave), strides 8..128
@@ -63,6 +87,7 @@ class SpatialFlowConfig:
     # mask-head proposals in training: detached detections (these settings) + the GT boxes
     train_score_thresh: float = 0.05
     train_pre_nms_topk: int = 1000  # candidates per level
+    train_candidate_ranking: str = "pair"  # see InferenceConfig.candidate_ranking
     train_nms_thresh: float = 0.4
     train_max_proposals: int = 100  # detections per image after NMS
     mask_proposal_iou: float = 0.5  # proposals with IoU >= this to a GT train the mask head
@@ -82,9 +107,16 @@ class InferenceConfig:
 
     score_thresh: float = 0.05
     pre_nms_topk: int = 1000  # candidates per level
+    # "pair": the top-k (anchor, class) pairs above score_thresh per level; "anchor_max": the authors'
+    # (mmdet get_bboxes): the top-k anchors per level by their maximum class score, then every class of
+    # those anchors above score_thresh
+    candidate_ranking: str = "pair"
     nms_thresh: float = 0.4
     max_detections: int = 100
     mask_threshold: float = 0.5
+    # 28x28 masks into the image: "legacy" (torchvision paste_masks_in_image) or "grid_sample" (mmdet's
+    # _do_paste_mask: bilinear grid_sample at pixel centres)
+    mask_paste: str = "legacy"
     merge: MergeConfig = field(default_factory=MergeConfig)  # spatialflow.panoptic.merge
 
     def __post_init__(self) -> None:
@@ -98,6 +130,8 @@ class InferenceConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
                 raise ConfigError(f"inference.{name}: must lie in [0, 1], got {value!r}")
+        _check_choice("inference.candidate_ranking", self.candidate_ranking, CANDIDATE_RANKINGS)
+        _check_choice("inference.mask_paste", self.mask_paste, MASK_PASTES)
         m = self.merge
         for name in ("score_threshold", "overlap_threshold"):
             value = getattr(m, name)
@@ -160,6 +194,20 @@ def validate(cfg: SpatialFlowConfig) -> None:
         raise ConfigError(
             f"model.stuff_channels: {cfg.stuff_channels} is not divisible by stuff_groups ({cfg.stuff_groups})"
         )
+    _check_choice("model.backbone_norm", cfg.backbone_norm, BACKBONE_NORMS)
+    if not isinstance(cfg.backbone_width, int) or isinstance(cfg.backbone_width, bool) or cfg.backbone_width < 8 \
+            or cfg.backbone_width % 8:
+        raise ConfigError(f"model.backbone_width: must be a multiple of 8 (64: torchvision's ResNet), got "
+                          f"{cfg.backbone_width!r}")
+    if cfg.backbone_width != 64 and cfg.pretrained_backbone and not cfg.backbone_weights:
+        raise ConfigError(f"model.backbone_width: {cfg.backbone_width} has no ImageNet weights; set "
+                          "model.backbone_weights (e.g. the pretrain_backbone stage's) or pretrained_backbone=false")
+    _check_choice("model.stuff_loss_norm", cfg.stuff_loss_norm, STUFF_LOSS_NORMS)
+    _check_choice("model.mask_target", cfg.mask_target, MASK_TARGETS)
+    _check_choice("model.train_candidate_ranking", cfg.train_candidate_ranking, CANDIDATE_RANKINGS)
+    for name in ("stuff_head_dcn", "roi_align_aligned"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"model.{name}: must be true or false, got {getattr(cfg, name)!r}")
     if not isinstance(cfg.frozen_stages, int) or not -1 <= cfg.frozen_stages <= 4:
         raise ConfigError(f"model.frozen_stages: must be an integer in -1..4, got {cfg.frozen_stages!r}")
     if not cfg.subnets:

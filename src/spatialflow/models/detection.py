@@ -81,21 +81,40 @@ def select_candidates(
     coder: det_utils.BoxCoder,
     score_thresh: float,
     topk: int,
+    ranking: str = "pair",
 ) -> Detections:
-    """One image's pre-NMS candidates: per level the ``topk`` (anchor, class) pairs scoring above
-    ``score_thresh``, decoded and clipped to the image. Inputs per level: (HWA, K), (HWA, 4), (HWA, 4)."""
+    """One image's pre-NMS candidates per level, decoded and clipped to the image. Inputs per level:
+    (HWA, K), (HWA, 4), (HWA, 4). ``ranking``: "pair" = the ``topk`` (anchor, class) pairs scoring above
+    ``score_thresh``; "anchor_max" = the ``topk`` anchors by their maximum class score (mmdet's
+    ``get_bboxes`` ``nms_pre``), then every class of those anchors scoring above ``score_thresh``
+    (``multiclass_nms``)."""
     parts = []
     for logits, deltas, level_anchors in zip(cls_logits, box_deltas, anchors):
         num_classes = logits.shape[-1]
-        scores = torch.sigmoid(logits).flatten()
-        keep = torch.where(scores > score_thresh)[0]
-        scores = scores[keep]
-        scores, order = scores.topk(min(topk, scores.numel()))
-        keep = keep[order]
-        anchor_idx = torch.div(keep, num_classes, rounding_mode="floor")
+        if ranking == "anchor_max":
+            scores, anchor_idx, labels = _anchor_max_candidates(torch.sigmoid(logits), score_thresh, topk)
+        else:
+            scores = torch.sigmoid(logits).flatten()
+            keep = torch.where(scores > score_thresh)[0]
+            scores = scores[keep]
+            scores, order = scores.topk(min(topk, scores.numel()))
+            keep = keep[order]
+            anchor_idx = torch.div(keep, num_classes, rounding_mode="floor")
+            labels = keep % num_classes
         boxes = coder.decode_single(deltas[anchor_idx], level_anchors[anchor_idx])
-        parts.append(Detections(clip_boxes_to_image(boxes, image_size), scores, keep % num_classes))
+        parts.append(Detections(clip_boxes_to_image(boxes, image_size), scores, labels))
     return Detections.cat(parts)
+
+
+def _anchor_max_candidates(scores: Tensor, score_thresh: float, topk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(A, K) class scores -> (scores, anchor indices, labels) of the (anchor, class) pairs above
+    ``score_thresh`` among the ``topk`` anchors of highest maximum class score."""
+    if scores.shape[0] > topk:
+        top_anchors = scores.max(dim=1).values.topk(topk).indices
+    else:
+        top_anchors = torch.arange(scores.shape[0], device=scores.device)
+    anchor_pos, labels = torch.where(scores[top_anchors] > score_thresh)
+    return scores[top_anchors][anchor_pos, labels], top_anchors[anchor_pos], labels
 
 
 def nms_top(dets: Detections, iou_threshold: float, max_detections: int) -> Detections:

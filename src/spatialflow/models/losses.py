@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection.roi_heads import maskrcnn_loss
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import roi_align, sigmoid_focal_loss
 
 from spatialflow.data.categories import IGNORE_INDEX
 from spatialflow.models.detection import BACKGROUND
@@ -37,11 +37,19 @@ def detection_losses(
     return cls / num_pos, reg / num_pos
 
 
-def stuff_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Per-pixel cross-entropy averaged over labelled pixels (void / padding = IGNORE_INDEX)."""
-    valid = int((target != IGNORE_INDEX).sum())
+def stuff_loss(logits: Tensor, target: Tensor, image_sizes: list[tuple[int, int]] | None = None) -> Tensor:
+    """Per-pixel cross-entropy summed over labelled pixels (void / padding = IGNORE_INDEX), divided by
+
+    - the number of labelled pixels (``image_sizes`` None: the default), or
+    - the number of unpadded pixels, void included (``image_sizes``: each image's (h, w) inside the padded
+      batch; the authors' ``avg_factor``, computed per image rather than from image 0's window).
+    """
     loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss / max(1, valid)
+    if image_sizes is None:
+        count = int((target != IGNORE_INDEX).sum())
+    else:
+        count = sum(h * w for h, w in image_sizes)
+    return loss / max(1, count)
 
 
 def mask_loss(
@@ -51,5 +59,30 @@ def mask_loss(
     gt_labels: list[Tensor],
     matched: list[Tensor],
 ) -> Tensor:
-    """Per-pixel BCE on each proposal's GT-class 28x28 mask (torchvision's Mask R-CNN loss)."""
+    """Per-pixel BCE on each proposal's GT-class 28x28 mask (torchvision's Mask R-CNN loss, soft targets)."""
     return maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, matched)
+
+
+def binary_mask_targets(gt_masks: Tensor, boxes: Tensor, matched: Tensor, size: int) -> Tensor:
+    """mmdet's mask targets (BitmapMasks.crop_and_resize): each box's GT mask RoIAligned to size x size
+    with ``aligned=True``, ``sampling_ratio=0``, then binarised at >= 0.5. (R, size, size) float 0/1."""
+    rois = torch.cat([matched.to(boxes)[:, None], boxes], dim=1)
+    crops = roi_align(gt_masks[:, None].to(rois), rois, (size, size), 1.0, sampling_ratio=0, aligned=True)[:, 0]
+    return (crops >= 0.5).to(crops.dtype)
+
+
+def binary_mask_loss(
+    mask_logits: Tensor,
+    proposals: list[Tensor],
+    gt_masks: list[Tensor],
+    gt_labels: list[Tensor],
+    matched: list[Tensor],
+) -> Tensor:
+    """As :func:`mask_loss` (BCE averaged over R x 28 x 28) with :func:`binary_mask_targets` (mmdet)."""
+    size = mask_logits.shape[-1]
+    labels = torch.cat([lab[i] for lab, i in zip(gt_labels, matched)])
+    targets = torch.cat([binary_mask_targets(m, p, i, size) for m, p, i in zip(gt_masks, proposals, matched)])
+    if targets.numel() == 0:
+        return mask_logits.sum() * 0
+    picked = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]
+    return F.binary_cross_entropy_with_logits(picked, targets)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.roi_heads import paste_masks_in_image
@@ -34,7 +35,7 @@ from spatialflow.models.heads import (
     StuffHead,
     select_class_masks,
 )
-from spatialflow.models.losses import detection_losses, mask_loss, stuff_loss
+from spatialflow.models.losses import binary_mask_loss, detection_losses, mask_loss, stuff_loss
 from spatialflow.models.subnets import SubNetworks
 from spatialflow.panoptic.merge import merge
 
@@ -76,13 +77,14 @@ class SpatialFlow(nn.Module):
         c, a = cfg.fpn_channels, cfg.num_anchors
         self.backbone = ResNetFPN(
             cfg.depth, c, dcn=cfg.dcn, pretrained=cfg.pretrained_backbone, weights=cfg.backbone_weights,
-            frozen_stages=cfg.frozen_stages,
+            frozen_stages=cfg.frozen_stages, norm=cfg.backbone_norm, width=cfg.backbone_width,
         )
         self.subnets = SubNetworks(cfg)
         self.cls_head = ClassificationHead(c, a, cfg.num_things)
         self.reg_head = RegressionHead(c, a)
-        self.stuff_head = StuffHead(c, cfg.stuff_channels, cfg.num_stuff + 1, cfg.stuff_groups)
-        self.mask_head = MaskHead(c, cfg.mask_channels, cfg.num_things)
+        self.stuff_head = StuffHead(c, cfg.stuff_channels, cfg.num_stuff + 1, cfg.stuff_groups,
+                                    dcn=cfg.stuff_head_dcn)
+        self.mask_head = MaskHead(c, cfg.mask_channels, cfg.num_things, aligned=cfg.roi_align_aligned)
         self.anchors = Anchors(cfg)
         self.box_coder = box_coder()
         self.matcher = det_utils.Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh, allow_low_quality_matches=True)
@@ -159,12 +161,13 @@ class SpatialFlow(nn.Module):
         proposals, proposal_gt = self._mask_proposals(cls, reg, anchor_levels, sizes, targets)
         padded = (batch.shape[-2], batch.shape[-1])
         mask_logits = self.mask_head(sub.mask, proposals, padded)
-        loss_mask = mask_loss(
+        masks_loss = binary_mask_loss if cfg.mask_target == "binary" else mask_loss
+        loss_mask = masks_loss(
             mask_logits, proposals, [t["masks"] for t in targets], [t["labels"] for t in targets], proposal_gt
         )
 
         stuff_target = pad_label_maps([t["stuff"] for t in targets], padded)
-        loss_stuff = stuff_loss(stuff_logits, stuff_target)
+        loss_stuff = stuff_loss(stuff_logits, stuff_target, sizes if cfg.stuff_loss_norm == "unpadded" else None)
         total = loss_cls + loss_reg + loss_mask + cfg.stuff_lambda * loss_stuff
         return {"cls": loss_cls, "reg": loss_reg, "mask": loss_mask, "stuff": loss_stuff, "total": total}
 
@@ -181,7 +184,7 @@ class SpatialFlow(nn.Module):
                 continue
             candidates = select_candidates(
                 [c[i] for c in cls], [r[i] for r in reg], anchor_levels, size, self.box_coder,
-                cfg.train_score_thresh, cfg.train_pre_nms_topk,
+                cfg.train_score_thresh, cfg.train_pre_nms_topk, cfg.train_candidate_ranking,
             )
             dets = nms_top(candidates, cfg.train_nms_thresh, cfg.train_max_proposals)
             boxes = torch.cat([dets.boxes, gt])
@@ -200,7 +203,7 @@ class SpatialFlow(nn.Module):
         candidates = [
             select_candidates(
                 [c[i] for c in cls], [r[i] for r in reg], anchor_levels, size, self.box_coder,
-                test.score_thresh, test.pre_nms_topk,
+                test.score_thresh, test.pre_nms_topk, test.candidate_ranking,
             )
             for i, size in enumerate(sizes)
         ]
@@ -225,7 +228,10 @@ class SpatialFlow(nn.Module):
         """One image's output dict: masks pasted at the stuff logits' size, stuff argmax, panoptic merge."""
         height, width = stuff_logits.shape[-2:]
         if dets.boxes.shape[0]:
-            pasted = paste_masks_in_image(mask_probs[:, None], dets.boxes, (height, width), padding=1)[:, 0]
+            if self.inference.mask_paste == "grid_sample":
+                pasted = paste_masks_grid_sample(mask_probs, dets.boxes, (height, width))
+            else:
+                pasted = paste_masks_in_image(mask_probs[:, None], dets.boxes, (height, width), padding=1)[:, 0]
             masks = pasted > self.inference.mask_threshold
         else:
             masks = torch.zeros((0, height, width), dtype=torch.bool, device=stuff_logits.device)
@@ -238,6 +244,32 @@ class SpatialFlow(nn.Module):
             other_index=self.cfg.num_stuff, config=self.inference.merge, boxes=dets.boxes,
         )
         return out
+
+
+PASTE_CHUNK_PIXELS = 1 << 26  # masks pasted per chunk: at most this many float32 output pixels (256 MiB)
+
+
+def paste_masks_grid_sample(mask_probs: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """mmdet's ``_do_paste_mask`` (skip_empty=False): each (M, M) mask sampled bilinearly at the image's
+    pixel centres mapped into its box (``grid_sample``, align_corners=False, zeros outside the box).
+    (N, M, M) probabilities + (N, 4) boxes -> (N, H, W)."""
+    height, width = size
+    out = mask_probs.new_zeros((mask_probs.shape[0], height, width), dtype=torch.float32)
+    step = max(1, PASTE_CHUNK_PIXELS // max(1, height * width))
+    ys = torch.arange(height, device=boxes.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(width, device=boxes.device, dtype=torch.float32) + 0.5
+    for start in range(0, mask_probs.shape[0], step):
+        b = boxes[start:start + step].float()
+        x0, y0, x1, y1 = (b[:, i:i + 1] for i in range(4))
+        gx = (xs[None] - x0) / (x1 - x0) * 2 - 1  # (n, W)
+        gy = (ys[None] - y0) / (y1 - y0) * 2 - 1  # (n, H)
+        gx = torch.where(torch.isinf(gx), torch.zeros_like(gx), gx)
+        gy = torch.where(torch.isinf(gy), torch.zeros_like(gy), gy)
+        n = b.shape[0]
+        grid = torch.stack([gx[:, None, :].expand(n, height, width), gy[:, :, None].expand(n, height, width)], 3)
+        chunk = mask_probs[start:start + step, None].float()
+        out[start:start + n] = F.grid_sample(chunk, grid, align_corners=False)[:, 0]
+    return out
 
 
 def _training_target(target: dict, size: tuple[int, int]) -> dict:

@@ -24,10 +24,11 @@ PNG, unknown categories, duplicate segment ids, GT / prediction PNGs of differen
 validate-data's checks (``coco_panoptic.check_panoptic_json``: types before values; an empty ground truth is
 an error, not PQ 0), every PNG must be an 8-bit RGB(A) PNG, and the GT PNG must match its JSON height x width.
 
-Speed: Pillow decodes a PNG to packed RGB bytes, read as overlapping little-endian words masked to 24
-bits (the ids, no per-channel arithmetic); a process-wide id -> index table turns ids into compact segment
-indices with one ``np.take``; one ``np.bincount`` of ``gt_index * n_pred + pred_index`` gives every
-intersection and every area at once. Memory is one image pair at a time;
+Speed: libspng (``ids.read_panoptic_rgb``, the decoder behind the repository's one PNG-id reader
+``ids.read_segment_ids``) decodes a PNG to packed RGB; one compiled pass over the pixels of both PNGs
+(numba, ``_pair_counts``) forms each id from its colour, looks up its segment slot where the id changes and
+counts every (GT, prediction) intersection at once: row / column sums are the areas (per-stage profile:
+``spatialflow bench pq --profile``, docs/benchmarks.md). Memory is one image pair at a time;
 ``workers > 1`` spreads fixed-size chunks of images over processes. Chunks are summed in image order, so
 the result does not depend on the number of workers.
 """
@@ -41,12 +42,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
-import pyspng
 from tqdm import tqdm
 
-from spatialflow.data.coco_panoptic import check_panoptic_json, raise_first, read_json, size_problem
+from spatialflow.data.coco_panoptic import load_panoptic_json, size_problem
 from spatialflow.errors import DataError
+from spatialflow.panoptic.ids import ids_from_rgb, read_panoptic_rgb, read_segment_ids  # noqa: F401 (re-export)
 
 MATCH_IOU = 0.5
 #: Segment ids are < 256**3 (three PNG bytes).
@@ -115,23 +117,53 @@ def _parse_segments(segments: Sequence[dict], category_index: dict[int, int], si
     return _Segments(keys, listed, category, crowd, json_area, crowd_by_category)
 
 
-#: id -> compact index table shared by all images of a process (128 MiB of virtual memory, zero-filled
-#: by the OS: only the pages of ids actually seen are ever touched). Entries are reset after each use,
-#: so an id that is not listed maps to slot 0.
-_ID_TABLE: np.ndarray | None = None
+@numba.njit(cache=True, nogil=True)
+def _slot(keys: np.ndarray, segment_id: int) -> int:
+    """Index of ``segment_id`` in ``keys`` = [unknown, 0, sorted listed ids]; 0 (unknown) when absent."""
+    position = np.searchsorted(keys[1:], segment_id)
+    if position < len(keys) - 1 and keys[position + 1] == segment_id:
+        return position + 1
+    return 0
 
 
-def _key_index(ids: np.ndarray, table: _Segments) -> np.ndarray:
-    """Compact index (intp) of every pixel's id in ``table.keys``; unlisted ids get slot 0."""
-    global _ID_TABLE
-    if _ID_TABLE is None:
-        _ID_TABLE = np.zeros(_ID_LIMIT, dtype=np.intp)
-    known = table.keys[1:]
-    _ID_TABLE[known] = np.arange(1, len(table.keys), dtype=np.intp)
-    try:
-        return np.take(_ID_TABLE, ids)
-    finally:
-        _ID_TABLE[known] = 0
+@numba.njit(cache=True, nogil=True)
+def _pixel_id(values: np.ndarray, k: int) -> int:
+    """Segment id of pixel ``k`` of (pixels, 1) ids or (pixels, 3) uint8 colours (R + 256 G + 65536 B)."""
+    if values.shape[1] == 3:
+        return np.int64(values[k, 0]) | (np.int64(values[k, 1]) << 8) | (np.int64(values[k, 2]) << 16)
+    return np.int64(values[k, 0])
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_counts(gt: np.ndarray, pred: np.ndarray, gt_keys: np.ndarray, pred_keys: np.ndarray) -> np.ndarray:
+    """(len(gt_keys), len(pred_keys)) pixel counts of every (GT slot, prediction slot) pair, in one pass.
+
+    ``gt`` and ``pred`` are (pixels, 1) ids or (pixels, 3) uint8 colours. Neighbouring pixels mostly repeat
+    their pair of ids: a run of equal pairs is counted once when it ends, and a slot is looked up only
+    where an id changes. Row sums are the GT PNG areas, column sums the predicted areas, row 1 (id 0) the
+    void overlaps.
+    """
+    counts = np.zeros((len(gt_keys), len(pred_keys)), dtype=np.int64)
+    last_gt, last_pred = -1, -1  # no id: the first pixel starts a run
+    g, p, run = 0, 0, 0
+    for k in range(gt.shape[0]):
+        gt_id, pred_id = _pixel_id(gt, k), _pixel_id(pred, k)
+        if gt_id == last_gt and pred_id == last_pred:
+            run += 1
+            continue
+        counts[g, p] += run
+        run = 1
+        if gt_id != last_gt:
+            last_gt, g = gt_id, _slot(gt_keys, gt_id)
+        if pred_id != last_pred:
+            last_pred, p = pred_id, _slot(pred_keys, pred_id)
+    counts[g, p] += run
+    return counts
+
+
+def _as_ids_of(values: np.ndarray) -> np.ndarray:
+    """(H, W) ids of an id map or of (H, W, 3) colours."""
+    return ids_from_rgb(values) if values.ndim == 3 else values
 
 
 def _unknown_ids_error(ids: np.ndarray, table: _Segments, side: str) -> _ImageError:
@@ -149,65 +181,6 @@ def _as_ids(ids: Any, side: str) -> np.ndarray:
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= _ID_LIMIT):
         raise _ImageError(side, "png", "segment ids must lie in [0, 256**3)")
     return ids.astype(np.intp, copy=False)
-
-
-def read_segment_ids(path: str | os.PathLike) -> np.ndarray:
-    """(H, W) intp segment ids of a COCO-panoptic PNG (``R + 256 G + 256**2 B``), decoded fast.
-
-    Same ids as ``spatialflow.data.coco_panoptic.read_panoptic_png`` (int64). Decoding is libspng through
-    pyspng (about 1.8x faster than Pillow's libpng on panoptic PNGs; decoding is most of PQ's time).
-    """
-    try:
-        with open(path, "rb") as handle:
-            encoded = handle.read()
-    except FileNotFoundError:
-        raise DataError(path, "panoptic PNG not found") from None
-    except IsADirectoryError:
-        raise DataError(path, "is a directory; expected a panoptic PNG file") from None
-    check_png_header(encoded, path)
-    try:
-        pixels = pyspng.load(encoded)
-    except Exception as exc:  # libspng reports corrupt / truncated files as RuntimeError or ValueError
-        raise DataError(path, f"cannot read PNG ({exc})") from None
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
-        raise DataError(path, f"panoptic PNG must be 8-bit RGB, got shape {pixels.shape} of {pixels.dtype}")
-    height, width = pixels.shape[:2]
-    return _ids_from_rgb_bytes(np.ascontiguousarray(pixels[..., :3]).tobytes(), height, width)
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
-
-
-def check_png_header(encoded: bytes, path: str | os.PathLike) -> None:
-    """DataError unless ``encoded`` starts like an 8-bit RGB / RGBA PNG (signature + IHDR, nothing decoded).
-
-    The one test every reader of panoptic PNGs (validate-data, evaluate, package-submission, the training
-    reader) applies, so all of them accept and reject the same files with the same message.
-    """
-    if not encoded.startswith(_PNG_SIGNATURE):
-        kind = " (it is a JPEG)" if encoded.startswith(b"\xff\xd8\xff") else ""
-        raise DataError(path, f"cannot read PNG: not a PNG file{kind}; expected an 8-bit RGB panoptic PNG")
-    if len(encoded) < 26 or encoded[12:16] != b"IHDR":
-        raise DataError(path, "cannot read PNG: truncated or corrupt header")
-    depth, colour = encoded[24], encoded[25]
-    if depth != 8 or colour not in (2, 6):
-        got = f"{depth}-bit {_PNG_COLOUR_TYPES.get(colour, f'colour type {colour}')}"
-        raise DataError(path, f"panoptic PNG must be 8-bit RGB (or RGBA), got {got}")
-
-
-def _ids_from_rgb_bytes(raw: bytes, height: int, width: int) -> np.ndarray:
-    """Packed RGB bytes -> (H, W) intp ids, reading each pixel's 3 bytes as one little-endian word."""
-    n = height * width
-    ids = np.empty(n, dtype=np.intp)
-    if n:
-        # Word i spans bytes R_i G_i B_i R_(i+1) (stride 3): masking the top byte leaves R + 256 G + 65536 B.
-        # The last pixel has no byte after it, so it is done by hand.
-        words = np.ndarray((n - 1,), dtype="<u4", buffer=raw, strides=(3,))
-        np.bitwise_and(words, np.uint32(0xFFFFFF), out=ids[:-1], casting="unsafe")
-        red, green, blue = raw[-3:]
-        ids[-1] = red + 256 * green + 65536 * blue
-    return ids.reshape(height, width)
 
 
 class PQAccumulator:
@@ -244,24 +217,27 @@ class PQAccumulator:
             side = "ground truth" if err.side == "gt" else "prediction"
             raise DataError(f"{name} ({side} {'ids' if err.part == 'png' else 'segments'})", err.problem) from None
 
-    def _add(self, gt_ids: np.ndarray, gt_segments: Sequence[dict], pred_ids: np.ndarray,
+    def _add(self, gt_values: np.ndarray, gt_segments: Sequence[dict], pred_values: np.ndarray,
              pred_segments: Sequence[dict]) -> None:
-        if gt_ids.shape != pred_ids.shape:
-            raise _ImageError("pred", "png", f"size {pred_ids.shape} differs from the ground truth's {gt_ids.shape}")
+        """One image from (H, W) intp ids or (H, W, 3) uint8 colours (both sides alike)."""
+        gt_shape, pred_shape = gt_values.shape[:2], pred_values.shape[:2]
+        if gt_shape != pred_shape:
+            raise _ImageError("pred", "png", f"size {pred_shape} differs from the ground truth's {gt_shape}")
         gt = _parse_segments(gt_segments, self._category_index, "gt")
         pred = _parse_segments(pred_segments, self._category_index, "pred")
-        gt_index = _key_index(gt_ids, gt)
-        pred_index = _key_index(pred_ids, pred)
+        pixels = gt_shape[0] * gt_shape[1]
+        counts = _pair_counts(gt_values.reshape(pixels, -1), pred_values.reshape(pixels, -1), gt.keys, pred.keys)
+        self._score(counts, gt, pred, gt_values, pred_values)
 
-        n_pred = len(pred.keys)
-        joint = gt_index * n_pred + pred_index
-        counts = np.bincount(joint.reshape(-1), minlength=len(gt.keys) * n_pred).reshape(len(gt.keys), n_pred)
+    def _score(self, counts: np.ndarray, gt: _Segments, pred: _Segments, gt_values: np.ndarray,
+               pred_values: np.ndarray) -> None:
+        """The panopticapi rules on the pair counts: matches, TP / FP / FN and IoU sums per category."""
         gt_png_area = counts.sum(axis=1)
         pred_area = counts.sum(axis=0)
         if gt_png_area[0]:
-            raise _unknown_ids_error(gt_ids, gt, "gt")
+            raise _unknown_ids_error(_as_ids_of(gt_values), gt, "gt")
         if pred_area[0]:
-            raise _unknown_ids_error(pred_ids, pred, "pred")
+            raise _unknown_ids_error(_as_ids_of(pred_values), pred, "pred")
         for side, table, area in (("gt", gt, gt_png_area), ("pred", pred, pred_area)):
             absent = table.keys[table.listed & (area == 0)]
             if len(absent):
@@ -365,14 +341,6 @@ class _ImagePair:
     gt_image: dict | None = None  # the GT JSON's image entry (height / width checked against the GT PNG)
 
 
-def _load_json(path: str | os.PathLike, kind: str) -> tuple[dict, Any]:
-    """Parse and check a GT (``kind`` 'gt') or prediction ('pred') JSON: the checks validate-data applies."""
-    data = read_json(path)
-    problems, index = check_panoptic_json(data, path, kind, nonempty=kind == "gt")
-    raise_first(problems)
-    return data, index  # type: ignore[return-value]
-
-
 def _annotations_by_image(data: dict, path: str | os.PathLike) -> dict[Any, dict]:
     by_image: dict[Any, dict] = {}
     for annotation in data["annotations"]:
@@ -388,7 +356,9 @@ def load_image_pairs(
     gt_json: str | os.PathLike, gt_dir: str | os.PathLike, pred_json: str | os.PathLike, pred_dir: str | os.PathLike
 ) -> tuple[list[dict], list[_ImagePair]]:
     """The GT categories and the GT/prediction pairs in GT order, with the JSON-level checks."""
-    (gt_data, gt_index), (pred_data, _) = _load_json(gt_json, "gt"), _load_json(pred_json, "pred")
+    gt_data = load_panoptic_json(gt_json, "gt", nonempty=True)
+    pred_data = load_panoptic_json(pred_json, "pred")
+    gt_images = {image["id"]: image for image in gt_data["images"]}  # all well-formed: the load checked them
     categories = gt_data.get("categories")
     if not isinstance(categories, list) or not categories:
         raise DataError(gt_json, "no 'categories' list")
@@ -409,7 +379,7 @@ def load_image_pairs(
             pred_by_image[image_id]["segments_info"],
             str(gt_json),
             str(pred_json),
-            gt_index.images.get(image_id),
+            gt_images.get(image_id),
         )
         for image_id, gt in gt_by_image.items()
     ]
@@ -419,12 +389,12 @@ def load_image_pairs(
 def _evaluate_pairs(categories: list[dict], pairs: Sequence[_ImagePair]) -> PQAccumulator:
     accumulator = PQAccumulator(categories)
     for pair in pairs:
-        gt_ids = read_segment_ids(pair.gt_png)
-        if pair.gt_image is not None and (mismatch := size_problem(pair.gt_png, gt_ids.shape, pair.gt_image)):
+        gt_rgb = read_panoptic_rgb(pair.gt_png)
+        if pair.gt_image is not None and (mismatch := size_problem(pair.gt_png, gt_rgb.shape[:2], pair.gt_image)):
             raise mismatch
-        pred_ids = read_segment_ids(pair.pred_png)
+        pred_rgb = read_panoptic_rgb(pair.pred_png)
         try:
-            accumulator._add(gt_ids, pair.gt_segments, pred_ids, pair.pred_segments)
+            accumulator._add(gt_rgb, pair.gt_segments, pred_rgb, pair.pred_segments)
         except _ImageError as err:
             if err.part == "png":
                 path = pair.gt_png if err.side == "gt" else pair.pred_png

@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from spatialflow.data.coco_panoptic import check_panoptic_json, raise_first, read_json, size_problem
+from spatialflow.data.coco_panoptic import (
+    check_panoptic_json,
+    load_panoptic_json,
+    raise_first,
+    read_json,
+    size_problem,
+)
 from spatialflow.errors import ConfigError, DataError
 from spatialflow.panoptic.pq import read_segment_ids
 from spatialflow.utils.atomic import atomic_open, atomic_write_json
@@ -38,11 +44,15 @@ def submission_name(method: str, split: str = "test-dev2017") -> str:
     return f"panoptic_{split}_{method}_results"
 
 
-def _load(path: str | os.PathLike) -> dict:
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise DataError(path, "expected a JSON object")
-    return data
+def _image_ids(image_info_json: str | os.PathLike) -> set:
+    """The image ids of COCO's image list (``image_info_test-dev2017.json``: images, no annotations)."""
+    info = read_json(image_info_json)
+    images = info.get("images") if isinstance(info, dict) else None
+    image_ids = {image["id"] for image in images if isinstance(image, dict)
+                 and isinstance(image.get("id"), (int, str))} if isinstance(images, list) else set()
+    if not image_ids:
+        raise DataError(image_info_json, "no 'images' list with ids")
+    return image_ids
 
 
 def check_prediction(pred: dict, pred_json: str | os.PathLike, pred_dir: str | os.PathLike,
@@ -105,15 +115,8 @@ def package_submission(pred_json: str | os.PathLike, pred_dir: str | os.PathLike
                        image_info_json: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """Check the prediction and write ``(results JSON, upload zip)`` into ``out_dir`` (atomically)."""
     name = submission_name(method, split)
-    pred = _load(pred_json)
-    image_ids = None
-    if image_info_json is not None:
-        info = _load(image_info_json)
-        images = info.get("images")
-        image_ids = {image["id"] for image in images if isinstance(image, dict)
-                     and isinstance(image.get("id"), (int, str))} if isinstance(images, list) else set()
-        if not image_ids:
-            raise DataError(image_info_json, "no 'images' list with ids")
+    pred = load_panoptic_json(pred_json, "submission", nonempty=True)
+    image_ids = None if image_info_json is None else _image_ids(image_info_json)
     check_prediction(pred, pred_json, pred_dir, image_ids)
 
     out = Path(out_dir)

@@ -126,13 +126,14 @@ def pretrain_backbone(name: str, params: dict) -> dict:
     spec = (params.get("pretrain_backbones") or {}).get(name)
     if spec is None:
         raise ConfigError(f"params.yaml: pretrain_backbones has no entry {name!r}")
-    cfg = PretrainConfig(**spec)
     profile = active_profile(params)
     training = profile.get("training") or {}
-    template = (training.get("model") or {}).get("backbone_weights")
+    model = training.get("model") or {}
+    cfg = PretrainConfig(**spec, width=int(model.get("backbone_width", 64)))  # the width the rows train
+    template = model.get("backbone_weights")
     depths = {int(d) for d in (training.get("backbones") or {}).values()}
     if not template or cfg.depth not in depths:
         return {"name": name, "depth": cfg.depth, "skipped": f"profile {profile['name']} does not use it"}
     out = Path(str(template).format(depth=cfg.depth))
     log.info("pretraining ResNet-%d on synthetic scenes -> %s", cfg.depth, out)
-    return {"name": name, **run_pretraining(cfg, out), "config": spec}
+    return {"name": name, **run_pretraining(cfg, out), "config": {**spec, "width": cfg.width}}

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from spatialflow.utils.atomic import atomic_write_json, atomic_write_text
 from spatialflow_repro.pipelines.tables.nodes import (
     REPORTING_DIR,
@@ -84,6 +86,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(7, "COCO pretraining (+ multi-scale testing, '-COCO-M') helps on Cityscapes (Table 7)",
           (Comparison("-COCO-M vs from ImageNet", (7, "t7_r101_coco"), (7, "t7_r101")),)),
 )
+CLAIMS_COLUMNS = ("#", "Claim", "Rows compared", "Paper Δ PQ", "Reproduced Δ PQ ± SE", "Seeds", "Verdict")
 LAMBDA_ROWS = ("t1_lambda_1_00", "t1_lambda_0_75", "t1_lambda_0_50", "t1_lambda_0_40",
                "t1_lambda_0_30", "t1_lambda_0_25", "t1_lambda_0_20", "t1_lambda_0_10")
 POOLED_FROM = {"coco": (2, ("t2_baseline", "t2_subnets", "t2_reg_cls", "t2_reg_stuff", "t2_reg_mask",
@@ -236,22 +239,29 @@ def _num(value: float | None, signed: bool = True) -> str:
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
 
-def render_claims(report: dict[str, Any]) -> str:
-    pooled = ", ".join(f"{k}: {_num(v, signed=False)}" for k, v in report["pooled_seed_std"].items())
-    lines = [f"# The paper's claims, checked (profile: {report['profile']})", "",
-             f"**Verdict rule (fixed before the numbers were seen).** {report['rule']}", "",
-             f"Pooled seed standard deviation of PQ used for single-seed rows: {pooled}.", "",
-             "| # | Claim | Rows compared | Paper Δ PQ | Reproduced Δ PQ ± SE | Seeds | Verdict |",
-             "|---|---|---|---|---|---|---|"]
+def claims_frame(report: dict[str, Any]) -> pd.DataFrame:
+    """The claims table: one line per comparison, then a closing line with each claim's verdict."""
+    records = []
     for claim in report["claims"]:
         comps = claim["comparisons"] or [{"label": "—", "verdict": claim["verdict"]}]
         for i, c in enumerate(comps):
-            head = (f"{claim['number']}", claim["text"]) if i == 0 else ("", "")
             rows = f"{c['label']}: `{c['better']}` vs `{c['worse']}`" if "better" in c else c["label"]
             repro = "—" if c.get("diff") is None else f"{_num(c['diff'])} ± {_num(c.get('se'), signed=False)}"
-            lines.append(f"| {head[0]} | {head[1]} | {rows} | {_num(c.get('paper_diff'))} | {repro} | "
-                         f"{c.get('seeds', '—')} | {c['verdict']} |")
-        lines.append(f"| | **Claim {claim['number']}** | | | | | **{claim['verdict']}** |")
+            records.append({"#": str(claim["number"]) if i == 0 else "", "Claim": claim["text"] if i == 0 else "",
+                            "Rows compared": rows, "Paper Δ PQ": _num(c.get("paper_diff")),
+                            "Reproduced Δ PQ ± SE": repro, "Seeds": c.get("seeds", "—"), "Verdict": c["verdict"]})
+        records.append({"#": "", "Claim": f"**Claim {claim['number']}**", "Rows compared": "", "Paper Δ PQ": "",
+                        "Reproduced Δ PQ ± SE": "", "Seeds": "", "Verdict": f"**{claim['verdict']}**"})
+    return pd.DataFrame.from_records(records, columns=list(CLAIMS_COLUMNS))
+
+
+def render_claims(report: dict[str, Any]) -> str:
+    pooled = ", ".join(f"{k}: {_num(v, signed=False)}" for k, v in report["pooled_seed_std"].items())
+    table = claims_frame(report).map(lambda text: text.replace("|", r"\|"))
+    lines = [f"# The paper's claims, checked (profile: {report['profile']})", "",
+             f"**Verdict rule (fixed before the numbers were seen).** {report['rule']}", "",
+             f"Pooled seed standard deviation of PQ used for single-seed rows: {pooled}.", "",
+             table.to_markdown(index=False, disable_numparse=True)]
     if report["claims"] and report["claims"][0].get("pq_by_lambda"):
         by = report["claims"][0]["pq_by_lambda"]
         lines += ["", "Claim 1, mean PQ by lambda: " + ", ".join(f"λ={k}: {v:.1f}" for k, v in by.items()) + "."]

@@ -10,8 +10,6 @@ is byte-identical across reruns with the same inputs (no dates, fixed order).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import statistics
@@ -20,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from spatialflow.errors import ConfigError, DataError
@@ -44,6 +43,7 @@ PAPER_ROWS: dict[int, tuple[str | None, ...]] = {
     7: (PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, "t7_r101", "t7_r101_coco"),
 }
 TESTDEV_TABLES = frozenset({5, 6})  # these read the test-dev metrics
+BOX_FILL_TABLES = frozenset({2, 3})  # these show "PQ (box fill)" when a row's metrics carry a box_fill block
 
 
 def metrics_file(number: int, row: str, metrics_dir: str | os.PathLike = METRICS_DIR) -> Path:
@@ -146,6 +146,22 @@ def seed_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> list[dict[
     return values
 
 
+def box_fill_pq(metrics: dict[str, Any], path: str | os.PathLike) -> list[float]:
+    """All-PQ of each seed under the authors' box-fill merge: the evaluate pipeline's ``box_fill`` block
+    (``{"merge", "per_seed": [{"seed", "metrics": {"All", "Things", "Stuff"}}], "summary", ...}``);
+    [] when the row has none (no ground truth, or the main merge already fills boxes)."""
+    block = metrics.get("box_fill")
+    if not block:
+        return []
+    values = []
+    for entry in block.get("per_seed") or []:
+        try:
+            values.append(entry["metrics"]["All"]["pq"])
+        except (KeyError, TypeError):
+            raise DataError(path, f"box_fill entry of seed {entry.get('seed')!r} lacks metrics All pq") from None
+    return values
+
+
 def mean_and_std(values: list[dict[str, float]], keys: list[str]) -> tuple[dict, dict | None]:
     """Mean over seeds and sample standard deviation (None with a single seed)."""
     mean = {k: _mean([v.get(k) for v in values]) for k in keys}
@@ -188,7 +204,10 @@ def build_table(
             record["selected"] = selected_lambda is not None and float(labels["lambda"]) == selected_lambda
         if our_row is not PUBLISHED:
             path = metrics_file(number, our_row, metrics_dir)
-            record.update(_reproduced(read_metrics(path), path, profile, keys, published))
+            metrics = read_metrics(path)
+            record.update(_reproduced(metrics, path, profile, keys, published))
+            if number in BOX_FILL_TABLES and record["status"] == "reproduced":
+                record["box_fill"] = _box_fill(metrics, path)
         rows.append(record)
     table: dict[str, Any] = {
         "number": number,
@@ -197,6 +216,7 @@ def build_table(
         "label_columns": [c.key for c in LABEL_COLUMNS[number]],
         "metrics": keys,
         "rows": rows,
+        "box_fill": any(r.get("box_fill") for r in rows),
     }
     if number == 1:
         table["selected_lambda"] = selected_lambda
@@ -222,6 +242,15 @@ def _reproduced(metrics: dict | None, path: Path, profile: str, keys: list[str],
     return {**common, "status": "reproduced", "reproduced": mean, "reproduced_std": std, "diff": diff}
 
 
+def _box_fill(metrics: dict, path: Path) -> dict[str, float | None] | None:
+    """Mean and sample std over seeds of the box-fill PQ (std None with one seed); None without box_fill."""
+    values = box_fill_pq(metrics, path)
+    if not values:
+        return None
+    mean, std = mean_and_std([{"pq": v} for v in values], ["pq"])
+    return {"pq": mean["pq"], "pq_std": None if std is None else std["pq"]}
+
+
 def build_summary(
     profile: str,
     paper: dict[str, Any] | None = None,
@@ -233,6 +262,8 @@ def build_summary(
     selected = read_selected_lambda(lambda_search_file)
     tables = {f"table{n}": build_table(n, paper, profile, metrics_dir, selected) for n in PAPER_ROWS}
     return {"profile": profile, "tables": tables}
+
+
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -263,49 +294,88 @@ def label_text(row: dict[str, Any], key: str) -> str:
     return text
 
 
-def _cells(table: dict[str, Any], row: dict[str, Any], std_sep: str) -> dict[str, list[str]]:
-    """Display cells of a row, grouped: labels, row, reproduced, published, diff, ran, runs."""
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def table_frame(table: dict[str, Any]) -> pd.DataFrame:
+    """One table as plain data, one line per paper row (the CSV and the notebook's frame): labels, our row,
+    status, note, per metric the mean over seeds, its std, the paper's value and the difference
+    (unformatted, rounded to 3 decimals), the box-fill PQ where the table has it, what ran, the run ids."""
     keys = table["metrics"]
-    reproduced = [""] * len(keys)
-    if row["status"] == "reproduced":
+    records = []
+    for row in table["rows"]:
+        record: dict[str, Any] = {**row["labels"], "row": row["row"] or "", "status": row["status"],
+                                  "note": row["note"]}
+        if table["number"] == 1:
+            record["selected"] = bool(row["selected"])
+        reproduced, std, diff = row["reproduced"] or {}, row["reproduced_std"] or {}, row["diff"] or {}
+        for key in keys:
+            record[key] = _rounded(reproduced.get(key))
+            record[f"{key}_std"] = _rounded(std.get(key))
+            record[f"paper_{key}"] = _rounded(row["published"].get(key))
+            record[f"diff_{key}"] = _rounded(diff.get(key))
+        if table.get("box_fill"):
+            box_fill = row.get("box_fill") or {}
+            record["pq_box_fill"] = _rounded(box_fill.get("pq"))
+            record["pq_box_fill_std"] = _rounded(box_fill.get("pq_std"))
+        record["ran"] = row["ran"] or ""
+        record["mlflow_run_ids"] = ";".join(row["mlflow_run_ids"])
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def display_frame(table: dict[str, Any]) -> pd.DataFrame:
+    """One table as displayed cells (one decimal, 'mean ± std', signed Δ); columns are (group, key) with
+    group '' (labels), 'row', 'reproduced', 'paper', 'diff', 'box_fill', 'ran' and 'runs'."""
+    keys = table["metrics"]
+    records = []
+    for row in table["rows"]:
+        cells: dict[tuple[str, str], str] = {("", k): label_text(row, k) for k in table["label_columns"]}
+        cells[("row", "row")] = row["row"] or "published"
         std = row["reproduced_std"] or {}
-        reproduced = [fmt_mean_std(row["reproduced"][k], std.get(k)).replace(" ± ", std_sep) for k in keys]
-    elif row["status"] in ("not_run", "submitted"):
-        reproduced[0] = row["note"]
-    diffs = [fmt_diff(row["reproduced"][k], row["published"][k]) if row["reproduced"] else "" for k in keys]
-    return {
-        "labels": [label_text(row, k) for k in table["label_columns"]],
-        "row": [row["row"] or "published"],
-        "reproduced": reproduced,
-        "published": [fmt(row["published"][k]) for k in keys],
-        "diff": diffs,
-        "ran": [row["ran"] or ""],
-        "runs": [", ".join(row["mlflow_run_ids"])],
-    }
+        for i, key in enumerate(keys):
+            if row["status"] == "reproduced":
+                cells[("reproduced", key)] = fmt_mean_std(row["reproduced"][key], std.get(key))
+            else:  # the note ("not run in profile tiny", "submitted: ...") in the first reproduced cell
+                cells[("reproduced", key)] = row["note"] if i == 0 else ""
+        for key in keys:
+            cells[("paper", key)] = fmt(row["published"][key])
+        for key in keys:
+            cells[("diff", key)] = fmt_diff(row["reproduced"][key], row["published"][key]) if row["reproduced"] else ""
+        if table.get("box_fill"):
+            box_fill = row.get("box_fill") or {}
+            cells[("box_fill", "pq")] = fmt_mean_std(box_fill.get("pq"), box_fill.get("pq_std"))
+        cells[("ran", "ran")] = row["ran"] or ""
+        cells[("runs", "runs")] = ", ".join(row["mlflow_run_ids"])
+        records.append(cells)
+    frame = pd.DataFrame.from_records(records)
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    return frame
 
 
-def _columns(number: int) -> tuple[tuple[Column, ...], tuple[Column, ...]]:
-    return LABEL_COLUMNS[number], metric_columns(number)
+def _markdown_header(group: str, key: str, columns: dict[str, Column]) -> str:
+    name = columns[key].markdown if key in columns else ""
+    return {"": name, "row": "Row", "reproduced": name, "paper": f"{name} (paper)", "diff": f"Δ {name}",
+            "box_fill": "PQ (box fill)", "ran": "Ran", "runs": "MLflow run"}[group]
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", r"\|")
+def _all_columns(number: int) -> dict[str, Column]:
+    return {c.key: c for c in LABEL_COLUMNS[number] + metric_columns(number)}
 
 
 def render_markdown(table: dict[str, Any]) -> str:
-    """A markdown pipe table with a heading (caption) and a short legend."""
-    labels, metrics = _columns(table["number"])
-    header = ([c.markdown for c in labels] + ["Row"] + [c.markdown for c in metrics]
-              + [f"{c.markdown} (paper)" for c in metrics] + [f"Δ {c.markdown}" for c in metrics]
-              + ["Ran", "MLflow run"])
-    lines = [f"# Table {table['number']}: {table['caption']}", "",
-             "| " + " | ".join(header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    for row in table["rows"]:
-        cells = sum(_cells(table, row, " ± ").values(), [])
-        lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
-    lines += ["", f"Split: {table['split']}. Reproduced values are the mean over seeds (± sample standard "
-                  "deviation with more than one seed); Δ = reproduced − published, of the displayed values."]
+    """A markdown pipe table (``DataFrame.to_markdown``) with a heading (caption) and a short legend."""
+    columns = _all_columns(table["number"])
+    frame = display_frame(table)
+    frame.columns = [_markdown_header(group, key, columns) for group, key in frame.columns]
+    frame = frame.map(lambda text: text.replace("|", r"\|"))
+    body = frame.to_markdown(index=False, disable_numparse=True)
+    lines = [f"# Table {table['number']}: {table['caption']}", "", body, "",
+             f"Split: {table['split']}. Reproduced values are the mean over seeds (± sample standard "
+             "deviation with more than one seed); Δ = reproduced − published, of the displayed values."]
+    if table.get("box_fill"):
+        lines.append("PQ (box fill): the same predictions merged with the authors' box-fill step.")
     if table["number"] == 1:
         selected = table.get("selected_lambda")
         lines.append(f"Selected λ (best PQ on val): {selected}." if selected is not None
@@ -314,70 +384,35 @@ def render_markdown(table: dict[str, Any]) -> str:
 
 
 def render_csv(table: dict[str, Any]) -> str:
-    """Plain CSV: unformatted numbers (mean and std in separate columns), status and notes."""
-    labels, metrics = _columns(table["number"])
-    header = [c.key for c in labels] + ["row", "status", "note"]
-    if table["number"] == 1:
-        header.append("selected")
-    for c in metrics:
-        header += [c.key, f"{c.key}_std", f"paper_{c.key}", f"diff_{c.key}"]
-    header += ["ran", "mlflow_run_ids"]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    for row in table["rows"]:
-        values: list[Any] = [row["labels"][c.key] for c in labels] + [row["row"] or "", row["status"], row["note"]]
-        if table["number"] == 1:
-            values.append(str(bool(row["selected"])).lower())
-        std = row["reproduced_std"] or {}
-        for c in metrics:
-            values += [_plain(row["reproduced"] and row["reproduced"][c.key]), _plain(std.get(c.key)),
-                       _plain(row["published"][c.key]), _plain(row["diff"] and row["diff"][c.key])]
-        values += [row["ran"] or "", ";".join(row["mlflow_run_ids"])]
-        writer.writerow(["" if v is None else v for v in values])
-    return out.getvalue()
+    """Plain CSV of ``table_frame``: unformatted numbers (mean and std in separate columns), status, notes."""
+    return table_frame(table).to_csv(index=False, lineterminator="\n")
 
 
-def _plain(value: float | None) -> str:
-    return "" if value is None else repr(round(float(value), 3))
-
-
-_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_GROUPS = {"": "", "reproduced": "Reproduced", "paper": "Paper", "diff": r"$\Delta$",
+                 "box_fill": "Box fill"}
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
+    """Escape LaTeX specials in the caption (the cells are escaped by ``Styler.format(escape='latex')``)."""
+    specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(specials.get(ch, ch) for ch in text)
 
 
 def render_latex(table: dict[str, Any]) -> str:
-    """A booktabs table: labels | reproduced | paper | Δ (what each row ran is in the .md / .csv)."""
-    labels, metrics = _columns(table["number"])
-    n, m = len(labels), len(metrics)
-    spec = "l" * n + "c" * (3 * m)
-    first = n + 1
-    lines = [r"\begin{table}[t]", r"\centering",
-             rf"\caption{{{latex_escape(table['caption'])}}}", rf"\label{{tab:table{table['number']}}}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & " * (n - 1) + rf" & \multicolumn{{{m}}}{{c}}{{Reproduced}} & \multicolumn{{{m}}}{{c}}{{Paper}}"
-             rf" & \multicolumn{{{m}}}{{c}}{{$\Delta$}} \\",
-             rf"\cmidrule(lr){{{first}-{first + m - 1}}} \cmidrule(lr){{{first + m}-{first + 2 * m - 1}}} "
-             rf"\cmidrule(lr){{{first + 2 * m}-{first + 3 * m - 1}}}",
-             " & ".join([c.latex for c in labels] + [c.latex for c in metrics] * 3) + r" \\",
-             r"\midrule"]
-    for row in table["rows"]:
-        cells = _cells(table, row, " $\\pm$ ")
-        label_cells = [latex_escape(c) for c in cells["labels"]]
-        if row["status"] == "published":
-            reproduced = [rf"\multicolumn{{{m}}}{{c}}{{\emph{{published}}}}"]
-        elif row["status"] in ("not_run", "submitted"):
-            reproduced = [rf"\multicolumn{{{m}}}{{c}}{{\emph{{{latex_escape(row['note'])}}}}}"]
-        else:
-            reproduced = cells["reproduced"]
-        body = label_cells + reproduced + cells["published"] + cells["diff"]
-        lines.append(" & ".join(body) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    """A booktabs table (``Styler.to_latex``): labels | reproduced | paper | Δ [| box fill]; what each row ran
+    and its run ids are in the .md / .csv (they would make a paper table unreadably wide)."""
+    columns = _all_columns(table["number"])
+    frame = display_frame(table)
+    frame = frame.loc[:, [group in _LATEX_GROUPS for group, _ in frame.columns]]
+    frame.columns = pd.MultiIndex.from_tuples(
+        [(_LATEX_GROUPS[group], "PQ" if group == "box_fill" else columns[key].latex) for group, key in frame.columns])
+    n_labels = len(table["label_columns"])
+    styler = frame.style.hide(axis="index").format(lambda text: text.replace(" ± ", r" $\pm$ "), escape="latex")
+    return styler.to_latex(
+        hrules=True, position="t", position_float="centering", multicol_align="c",
+        column_format="l" * n_labels + "c" * (frame.shape[1] - n_labels),
+        caption=latex_escape(table["caption"]), label=f"tab:table{table['number']}")
 
 
 def render_index(summary: dict[str, Any], paper: dict[str, Any]) -> str:

@@ -1,0 +1,82 @@
+"""``profiles.<p>.training.row_overrides``: Table 6's multi-scale range and fp16 reach only the T6 row."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from spatialflow.engine.config import load_experiment_config
+from spatialflow.errors import ConfigError
+from spatialflow_repro.rows import experiment_config, trained_rows
+
+SPLITS = {"train": {"json": "t.json", "png_dir": "t", "image_dir": "ti"},
+          "val": {"json": "v.json", "png_dir": "v", "image_dir": "vi"}}
+MANIFEST = {name: {"splits": SPLITS, "num_things": 8, "num_stuff": 5} for name in ("coco", "cityscapes")}
+
+
+@pytest.fixture(scope="module")
+def params(repo_root) -> dict:
+    return yaml.safe_load((repo_root / "params.yaml").read_text())
+
+
+def _config(params: dict, profile: str, row: str) -> dict:
+    chosen = dict(params, profile=profile)
+    return experiment_config(row, trained_rows(chosen)[row], chosen, MANIFEST, stuff_lambda=0.25, seed=0)
+
+
+def test_coco_t6_trains_with_the_authors_range_1600_and_fp16(params):
+    """img_scale=[(1600, 400), (1600, 1400)], multiscale_mode='range', fp16; evaluation stays at 800."""
+    cfg = _config(params, "coco", "t6_r101_dcn")
+    assert cfg["data"]["transforms"]["min_size_range"] == [400, 1400]
+    assert cfg["data"]["transforms"]["max_size"] == 1600 and cfg["data"]["transforms"]["min_size"] == 800
+    assert cfg["train"]["amp"] == "fp16"
+    typed = load_experiment_config(cfg)  # the engine accepts it
+    assert typed.data.transforms.min_size_range == (400, 1400) and typed.train.amp == "fp16"
+
+
+def test_tiny_t6_range_is_scaled_by_96_over_800(params):
+    """400 * 96/800 = 48, 1400 * 96/800 = 168, 1600 * 96/800 = 192; no fp16 on the CPU."""
+    cfg = _config(params, "tiny", "t6_r101_dcn")
+    assert cfg["data"]["transforms"]["min_size_range"] == [48, 168]
+    assert cfg["data"]["transforms"]["max_size"] == 192 and cfg["data"]["transforms"]["min_size"] == 96
+    assert cfg["train"]["amp"] == "none"
+    assert load_experiment_config(cfg).data.transforms.min_size_range == (48, 168)
+
+
+@pytest.mark.parametrize("profile, row, short, longest", [
+    ("coco", "t4_r101_800", 800, 1333), ("coco", "t2_baseline", 800, 1333), ("tiny", "t4_r101_800", 96, 128)])
+def test_other_rows_are_unaffected(params, profile, row, short, longest):
+    cfg = _config(params, profile, row)
+    assert cfg["data"]["transforms"] == {"min_size": short, "max_size": longest, "flip": 0.5, "scale_crop": None}
+    assert "amp" not in cfg["train"]
+
+
+def test_cityscapes_profile_overrides_only_the_7m_model(params):
+    assert params["profiles"]["cityscapes"]["training"]["row_overrides"] == {
+        "t7_r101_coco": {"model": {"stuff_head_dcn": True}}}
+    cfg = _config(params, "cityscapes", "t7_r101")
+    assert "min_size_range" not in cfg["data"]["transforms"] and "amp" not in cfg["train"]
+    assert "stuff_head_dcn" not in cfg["model"]
+
+
+def test_model_override_is_a_mapping(params):
+    bad = copy.deepcopy(params)
+    bad["profiles"]["cityscapes"]["training"]["row_overrides"] = {"t7_r101_coco": {"model": True}}
+    bad["profile"] = "cityscapes"
+    with pytest.raises(ConfigError, match=r"row_overrides\.t7_r101_coco\.model: must be a mapping"):
+        _config(bad, "cityscapes", "t7_r101")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"t6_r101_dnc": {"amp": "fp16"}}, "profiles.coco.training.row_overrides.t6_r101_dnc: not a trained row"),
+    ({"t6_r101_dcn": {"min_size_rnage": [1, 2]}},
+     "profiles.coco.training.row_overrides.t6_r101_dcn.min_size_rnage: unknown key"),
+])
+def test_a_bad_override_is_one_line_naming_its_key(params, overrides, message):
+    bad = copy.deepcopy(params)
+    bad["profiles"]["coco"]["training"]["row_overrides"] = overrides
+    with pytest.raises(ConfigError) as err:
+        _config(bad, "coco", "t4_r101_800")  # any row: a typo anywhere in the block is caught
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
