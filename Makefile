@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test test-fast lock mlflow-ui dag clean-venv
+.PHONY: install repro test test-fast lock mlflow-ui dag clean-venv gpu-check viz
 
 install: $(STAMP)
 
@@ -42,6 +42,21 @@ mlflow-ui: install
 
 dag: install
 	dvc dag
+
+# The Kedro pipelines in a browser: http://127.0.0.1:4141 (VIZ_PORT to change). kedro-viz is optional and
+# not in the lock (it needs ipython < 9): it is installed, the first time, into $(VENV)/viz, a venv layered
+# over the project's venv, which stays exactly as locked.
+VIZ := $(CURDIR)/$(VENV)/viz
+viz: install
+	@test -x $(VIZ)/bin/python || $(BIN)/python -m venv $(VIZ)
+	@$(BIN)/python -c "import sysconfig; print('import site; site.addsitedir(%r)' % sysconfig.get_paths()['purelib'])" \
+	  > "$$($(VIZ)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/project-venv.pth"
+	$(VIZ)/bin/python -c "import kedro_viz" 2>/dev/null || $(VIZ)/bin/python -m pip install --quiet kedro-viz
+	$(VIZ)/bin/python -m kedro viz run --host 127.0.0.1 --port $${VIZ_PORT:-4141} --no-browser
+
+# On a machine with an NVIDIA GPU: model bench, torchrun + NCCL step, 200 tiny-row iterations; one JSON.
+gpu-check: install
+	scripts/gpu_check.sh
 
 clean-venv:
 	rm -rf $(VENV)

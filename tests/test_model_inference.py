@@ -101,3 +101,39 @@ def test_resize_rule_and_presets():
         TTAConfig(scales=[])
     boxes = torch.tensor([[2.0, 1.0, 5.0, 4.0]])
     assert _flip_boxes(boxes, 10).tolist() == [[5.0, 1.0, 8.0, 4.0]]  # x: 10 - 5, 10 - 2
+
+
+def test_evaluate_merges_the_same_predictions_twice(tmp_path):
+    """``extra_merges`` re-merges the detections, masks and stuff of one forward pass: the main outputs and
+    PQ are those of a plain evaluation; an extra merge with the main settings reproduces them exactly; one
+    with the authors' box fill is written and scored next to them."""
+    import json
+
+    from spatialflow.data.synthetic import generate_synthetic
+    from spatialflow.inference.evaluate import evaluate
+    from spatialflow.panoptic.merge import MergeConfig
+
+    val = generate_synthetic(tmp_path / "data", "shapes-coco", num_train=1, num_val=3, num_test=1, size=(48, 64))["val"]
+    torch.manual_seed(0)
+    cfg = model_config("spatialflow", depth=18, fpn_channels=32, stuff_channels=32, mask_channels=32,
+                       num_things=8, num_stuff=6)
+    main = MergeConfig(score_threshold=0.3, stuff_area_limit=16)
+    model = SpatialFlow(cfg, inference={"merge": {"score_threshold": 0.3, "stuff_area_limit": 16}}).eval()
+    torch.nn.init.zeros_(model.cls_head.conv.bias)  # untrained scores ~0.5: detections to merge
+    kwargs = {"png_dir": val.png_dir, "min_size": 48, "max_size": 64}
+    plain = evaluate(model, val.json_path, val.image_dir, tmp_path / "plain", **kwargs)
+    both = evaluate(model, val.json_path, val.image_dir, tmp_path / "both", **kwargs,
+                    extra_merges={"same": main, "box_fill": MergeConfig(score_threshold=0.3, stuff_area_limit=16,
+                                                                        box_fill=True, box_fill_ratio=0.5)})
+    extra = both.pop("extra_merges")
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("inference_seconds", "images_per_second")}  # noqa: E731
+    assert strip(both) == strip(plain)
+    assert extra["same"]["All"] == plain["All"] and extra["same"]["per_class"] == plain["per_class"]
+    assert set(extra["box_fill"]) >= {"All", "Things", "Stuff"}
+    for name in ("same", "box_fill"):
+        assert (tmp_path / "both" / name / "panoptic_pred.json").is_file()
+        assert json.loads((tmp_path / "both" / name / "metrics.json").read_text())["All"] == extra[name]["All"]
+    same = json.loads((tmp_path / "both" / "same" / "panoptic_pred.json").read_text())["annotations"]
+    assert same == json.loads((tmp_path / "plain" / "panoptic_pred.json").read_text())["annotations"]
+    for png in sorted((tmp_path / "plain" / "panoptic_pred").iterdir()):
+        assert png.read_bytes() == (tmp_path / "both" / "same" / "panoptic_pred" / png.name).read_bytes()

@@ -43,6 +43,7 @@ def _micro_params(params: dict) -> dict:
     training["backbones"] = {"R50": 18, "R101": 18}
     training["sizes"] = {"600": [48, 64], "800": [64, 64], "cityscapes": [64, 128]}
     training["model"].update(fpn_channels=32, stuff_channels=32, mask_channels=32)
+    training["row_overrides"] = {}  # the micro grid has none of the overridden rows (Table 6's)
     training["schedule"]["coco"].update(length=4, decay_steps=[3], warmup_iters=1, batch_size=2)
     micro["inference"]["tta"]["coco"] = {"scales": [[48, 64], [64, 80]], "flip": True}
     micro["run"].update(checkpoint_every=2, log_every=1)
@@ -118,7 +119,7 @@ def test_every_trained_row_is_an_mlflow_run(micro_project):
     client = MlflowClient(tracking_uri=micro_project["env"]["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("spatialflow-micro")
     runs = client.search_runs([experiment.experiment_id])
-    by_row = {run.data.tags["row"]: run for run in runs}
+    by_row = {run.data.tags["row"]: run for run in runs if "row" in run.data.tags}  # not the tables' parents
     assert set(by_row) == {"t1_lambda_0_25", "t2_baseline", "t2_spatialflow"}
     run = by_row["t2_spatialflow"]
     assert run.info.status == "FINISHED"

@@ -38,9 +38,10 @@ def test_box_fill_block_summarises_its_seeds():
 
 
 def test_a_rows_metrics_keep_their_keys_and_gain_the_box_fill_block(monkeypatch, tmp_path, repo_root):
-    """The node scores each seed twice (main merge, then box fill into <seed>/box_fill); the main keys
-    are those of before, the box-fill PQ sits in ``box_fill``. The checkpoint evaluation itself (a trained
-    model over a split) is replaced by fixed PQs: 40 / 42 for the main merge, 45 / 47 with box fill."""
+    """The node evaluates each seed once and asks for the box-fill merge of the same predictions (into
+    <seed>/box_fill); the main keys are those of before, the box-fill PQ sits in ``box_fill``. The checkpoint
+    evaluation itself (a trained model over a split) is replaced by fixed PQs: 40 / 42 for the main merge,
+    45 / 47 with box fill."""
     import yaml
 
     import spatialflow_repro.pipelines.evaluate.nodes as nodes
@@ -48,10 +49,11 @@ def test_a_rows_metrics_keep_their_keys_and_gain_the_box_fill_block(monkeypatch,
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     calls = []
 
-    def evaluate_checkpoint(final_model, split_role, out_dir, tta, inference):
-        calls.append((final_model, out_dir.name, inference["merge"].get("box_fill", False)))
-        pq = {"m0": 40.0, "m1": 42.0}[final_model] + (5.0 if inference["merge"].get("box_fill") else 0.0)
-        return {"metrics": _metrics(pq), "submission": None}
+    def evaluate_checkpoint(final_model, split_role, out_dir, tta, inference, extra_merges=None):
+        calls.append((final_model, out_dir.name, inference["merge"].get("box_fill", False),
+                      {name: m["box_fill"] for name, m in (extra_merges or {}).items()}))
+        pq = {"m0": 40.0, "m1": 42.0}[final_model]
+        return {"metrics": _metrics(pq), "submission": None, "extra_merges": {"box_fill": _metrics(pq + 5.0)}}
 
     monkeypatch.setattr(nodes, "evaluate_checkpoint", evaluate_checkpoint)
     monkeypatch.setattr(nodes.tracking, "log_evaluation", lambda *args, **kwargs: None)
@@ -59,8 +61,7 @@ def test_a_rows_metrics_keep_their_keys_and_gain_the_box_fill_block(monkeypatch,
     training = {"seeds": [{"seed": 0, "final_model": "m0"}, {"seed": 1, "final_model": "m1"}],
                 "lambda": 0.5, "ran": True}
     out = nodes.evaluate_row_val("t2_spatialflow", params, training)
-    assert calls == [("m0", "seed0", False), ("m0", "box_fill", True), ("m1", "seed1", False),
-                     ("m1", "box_fill", True)]
+    assert calls == [("m0", "seed0", False, {"box_fill": True}), ("m1", "seed1", False, {"box_fill": True})]
     assert out["summary"]["pq"] == pytest.approx(41.0) and out["inference"]["merge"].get("box_fill") is None
     assert out["box_fill"]["summary"]["pq"] == pytest.approx(46.0)
     assert out["box_fill"]["merge"]["box_fill"] is True and out["box_fill"]["merge"]["box_fill_ratio"] == 0.5

@@ -83,3 +83,109 @@ def test_rejected_param_is_dropped_and_later_metrics_still_arrive(tmp_path):
     assert tracker.close() is None
     run = MlflowClient(tracking_uri=uri).get_run(tracker.run_id)
     assert run.data.params["train.lr"] == "0.1" and run.data.metrics["loss/total"] == 1.5
+
+
+# ------------------------------------------------------------------ what the MLflow UI shows (issue 13)
+MICRO_PROFILE = {"name": "micro", "description": "micro: a few iterations per row"}
+MICRO_ROWS = {
+    "t1_lambda_0_25": {"tables": [1], "dataset": "coco", "preset": "baseline", "backbone": "R50", "size": "600"},
+    "t2_baseline": {"tables": [2], "dataset": "coco", "preset": "baseline", "backbone": "R50", "size": "800"},
+    "t2_spatialflow": {"tables": [2, 4], "dataset": "coco", "preset": "spatialflow", "backbone": "R50",
+                       "size": "800"},
+}
+# (PQ, PQ_th, PQ_st) on val per row; test-dev for t2_spatialflow only, like the micro profile
+MICRO_PQ = {"t1_lambda_0_25": (20.5, 24.0, 15.25), "t2_baseline": (21.5, 25.0, 16.0),
+            "t2_spatialflow": (23.75, 27.5, 18.0)}
+
+
+def pq_result(pq: float, pq_th: float, pq_st: float) -> dict:
+    """pq_compute's shape with SQ = 80 and RQ = PQ / 0.8 for every group."""
+    return {group: {"pq": value, "sq": 80.0, "rq": value / 0.8, "n": 2}
+            for group, value in (("All", pq), ("Things", pq_th), ("Stuff", pq_st))}
+
+
+def log_micro_like_runs(folder: Path) -> dict[str, str]:
+    """Runs like the micro profile's, logged through the project's own path (row_callback -> train ->
+    log_evaluation -> log_figure) into ``MLFLOW_TRACKING_URI``: three rows of Tables 1-2, a few toy
+    iterations each (loss curves), val PQ for every row and test-dev for t2_spatialflow, the overlay
+    figure on both Table 2 rows. Returns {row: run id}."""
+    from PIL import Image
+
+    from spatialflow.engine.config import experiment_to_dict, load_experiment_config
+
+    run_ids = {}
+    for name, row in MICRO_ROWS.items():
+        config = experiment_to_dict(toy_config(folder / name, length=4, log_every=1, decay_steps=[3],
+                                               warmup_iters=1))
+        config["model"] = {"preset": row["preset"], "fpn_channels": 32}
+        tracker = tracking.row_callback(name, row, MICRO_PROFILE, 0, config)
+        train(load_experiment_config(config), [tracker], **toy_factories())
+        assert tracker.close() is None
+        run_ids[name] = tracker.run_id
+        splits = {"val": MICRO_PQ[name]} | ({"test": tuple(v - 1 for v in MICRO_PQ[name])}
+                                            if name == "t2_spatialflow" else {})
+        for split, pq in splits.items():
+            predictions = folder / name / f"{split}_predictions"
+            (predictions / "panoptic_pred").mkdir(parents=True)
+            Image.new("RGB", (8, 8), (1, 2, 3)).save(predictions / "panoptic_pred" / "000001.png")
+            entry = {"metrics": {**pq_result(*pq), "inference_seconds": 0.5}, "submission": None}
+            (predictions / "metrics.json").write_text(json.dumps(entry["metrics"]))
+            tracking.log_evaluation(tracker.run_id, split, entry, predictions)
+    figure = folder / "panoptic_overlays.png"
+    Image.new("RGB", (64, 32), (200, 100, 50)).save(figure)
+    tracking.log_figure([run_ids["t2_baseline"], run_ids["t2_spatialflow"]], figure)
+    return run_ids
+
+
+def test_resolved_params_hold_every_switch_of_the_preset():
+    params = tracking.resolved_params({"model": {"preset": "+reg_cls", "depth": 18}, "train": {"lr": 0.1}})
+    assert params["model.preset"] == "+reg_cls" and params["model.depth"] == 18
+    assert params["model.subnets"] is True and params["model.flow_reg_cls"] is True
+    assert params["model.flow_reg_stuff"] is False and params["model.dcn"] is False
+    assert params["model.fpn_channels"] == 256 and params["train.lr"] == 0.1  # defaults resolved too
+    unknown = {"model": {"preset": "no-such-preset"}}
+    assert tracking.resolved_params(unknown) == {"model.preset": "no-such-preset"}  # logged as written
+
+
+def test_paper_metrics_per_split():
+    got = tracking.paper_metrics(pq_result(40.0, 48.0, 28.0), "val")
+    assert got == {"val/PQ": 40.0, "val/PQ_th": 48.0, "val/PQ_st": 28.0, "val/SQ": 80.0, "val/RQ": 50.0}
+    assert set(tracking.paper_metrics(pq_result(1.0, 2.0, 3.0), "test")) == {
+        "test-dev/PQ", "test-dev/PQ_th", "test-dev/PQ_st", "test-dev/SQ", "test-dev/RQ"}
+    assert tracking.paper_metrics({}, "val") == {}  # test-dev without ground truth: no numbers
+
+
+def test_rows_are_comparable_in_the_mlflow_ui(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run_ids = log_micro_like_runs(tmp_path / "runs")
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("spatialflow-micro")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    description = experiment.tags["mlflow.note.content"]
+    assert "micro" in description and tracking.git_commit() in description
+
+    parents = {run.data.tags["spatialflow.parent"]: run for run in client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`spatialflow.parent` != ''")}
+    assert set(parents) == {"table1", "table2"}  # one parent per table, even with two Table 2 rows
+    assert all(run.info.status == "FINISHED" for run in parents.values())
+    runs = {name: client.get_run(run_id) for name, run_id in run_ids.items()}
+    assert runs["t1_lambda_0_25"].data.tags["mlflow.parentRunId"] == parents["table1"].info.run_id
+    for name in ("t2_baseline", "t2_spatialflow"):
+        assert runs[name].data.tags["mlflow.parentRunId"] == parents["table2"].info.run_id
+
+    flow = runs["t2_spatialflow"]
+    assert {k: flow.data.tags[k] for k in ("table", "row", "preset", "profile", "seed")} == {
+        "table": "2,4", "row": "t2_spatialflow", "preset": "spatialflow", "profile": "micro", "seed": "0"}
+    assert runs["t2_baseline"].data.params["model.flow_stuff_mask"] == "False"
+    assert flow.data.params["model.flow_stuff_mask"] == "True" and flow.data.params["model.fpn_channels"] == "32"
+    assert flow.data.metrics["val/PQ"] == 23.75 and flow.data.metrics["val/PQ_st"] == 18.0
+    assert flow.data.metrics["test-dev/PQ"] == 22.75 and flow.data.metrics["pq_all_test"] == 22.75
+    assert "test-dev/PQ" not in runs["t2_baseline"].data.metrics
+    assert [m.step for m in client.get_metric_history(flow.info.run_id, "loss/total")] == [1, 2, 3, 4]
+    for name in ("t2_baseline", "t2_spatialflow"):
+        figures = [a.path for a in client.list_artifacts(run_ids[name], "figures")]
+        assert figures == ["figures/panoptic_overlays.png"]
+    assert client.list_artifacts(run_ids["t1_lambda_0_25"], "figures") == []

@@ -1,9 +1,13 @@
 """MLflow tracking of training rows: one MLflow run per row, resilient to tracking-server outages.
 
 ``MlflowCallback`` plugs into ``spatialflow.engine.trainer.train`` (the model package knows nothing of
-MLflow). It logs the flattened config as params, losses and learning rate at every log step, timing at
-the end, and (through ``log_row_results``) the final PQ/SQ/RQ and artifacts. Tags: table, row, profile,
-seed, git commit, DVC stage.
+MLflow). It logs the flattened config as params (the model preset resolved into every switch), losses
+and learning rate at every log step, timing at the end, and (through ``log_row_results``) the final
+PQ/SQ/RQ and artifacts. Tags: table, row, preset, profile, seed, git commit, DVC stage.
+
+What the MLflow UI shows (docs/tracking.md): the experiment is tagged as a model-training experiment
+(``mlflow.experimentKind``) with a description naming the profile and commit;
+each row's run is nested under a parent run per table (``table2``), so a table's rows sit together.
 
 Nothing here ever raises into training: every MLflow call is buffered; when the server is unreachable
 the callback warns, keeps the data (with the original timestamps and steps) and retries later; at
@@ -30,6 +34,12 @@ from spatialflow.engine.trainer import Callback, TrainResult
 from spatialflow.utils.atomic import atomic_write_json
 
 PENDING_FILE = "mlflow_pending.json"
+# MLflow 3's experiment kind (model training, not GenAI). MLflow 3.17's UI lets its global "GenAI / Model
+# training" switch win over this tag (docs/tracking.md); other MLflow 3 UIs open such an experiment on its runs.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"  # the experiment's (or a run's) description in the UI
+PARENT_RUN_TAG = "mlflow.parentRunId"  # nests a run under another in the runs table
+PARENT_NAME_TAG = "spatialflow.parent"  # marks the parent run of one table: its value is the table name
 _MAX_PARAM_LENGTH = 6000
 _BATCH = 100  # MLflow accepts at most 100 params/tags and 1000 metrics per log_batch
 
@@ -88,6 +98,23 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def resolved_params(config: dict) -> dict[str, Any]:
+    """``flatten(config)`` with the model section resolved: ``model.preset`` plus every field of the
+    SpatialFlowConfig it builds (``model.subnets``, ``model.flow_reg_cls``, ...), so the compare view shows
+    which switch a row adds. A model section that does not resolve is logged as written."""
+    from spatialflow.models.config import config_to_dict, model_config
+
+    model = dict(config.get("model") or {})
+    preset = model.pop("preset", None)
+    if preset is None:
+        return flatten(config)
+    try:
+        resolved = config_to_dict(model_config(preset, **model))
+    except Exception:  # noqa: BLE001 - logging must never stop training; the config was validated before
+        return flatten(config)
+    return flatten({**config, "model": {"preset": preset, **resolved}})
+
+
 def pq_metrics(metrics: dict) -> dict[str, float]:
     """pq_compute's {"All": {"pq","sq","rq","n"}, "Things", "Stuff", ...} -> {"pq_all", "sq_things", ...};
     flat numeric entries are kept as they are."""
@@ -109,7 +136,11 @@ class MlflowCallback(Callback):
     def __init__(self, experiment: str, run_name: str, tags: dict[str, Any] | None = None,
                  params: dict[str, Any] | None = None, tracking_uri: str | None = None,
                  retry_interval_s: float = 30.0, close_retries: int = 3, close_wait_s: float = 5.0,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, experiment_tags: dict[str, str] | None = None,
+                 parent: dict[str, Any] | None = None) -> None:
+        """``experiment_tags`` are set on the experiment whenever a run is created in it; ``parent``
+        ({"name": "table2", "tags": {...}}) nests the run under that experiment's run of this name
+        (created once, FINISHED at once)."""
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         self.tracking_uri = tracking_uri or default_tracking_uri()
@@ -126,6 +157,7 @@ class MlflowCallback(Callback):
             "experiment": experiment, "run_name": run_name, "run_id": run_id, "status": None,
             "tags": {"git_commit": git_commit(), **{k: str(v) for k, v in (tags or {}).items()}},
             "params": {}, "metrics": [], "artifacts": [], "tags_dirty": False,
+            "experiment_tags": dict(experiment_tags or {}), "parent": parent,
         }
         self.state["tags"].setdefault("dvc_stage", os.environ.get("DVC_STAGE", "none"))
         self.state["tags"]["mlflow.source.git.commit"] = self.state["tags"]["git_commit"]
@@ -145,7 +177,7 @@ class MlflowCallback(Callback):
         self.output_dir = Path(cfg.output_dir)
         if "seed" not in self.state["tags"]:
             self.set_tags({"seed": cfg.train.seed})
-        self.log_params(flatten(experiment_to_dict(cfg)))
+        self.log_params(resolved_params(experiment_to_dict(cfg)))
         config_file = self._staging / "config.yaml"
         config_file.write_text(experiment_to_yaml(cfg), encoding="utf-8")
         self.state["artifacts"].append([str(config_file), None])
@@ -265,10 +297,11 @@ def _send(client, state: dict) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     if state["run_id"] is None:
-        experiment = client.get_experiment_by_name(state["experiment"])
-        experiment_id = (experiment.experiment_id if experiment else
-                         client.create_experiment(state["experiment"], _artifact_location(client)))
-        run = client.create_run(experiment_id, run_name=state["run_name"], tags=dict(state["tags"]))
+        experiment_id = _experiment_id(client, state["experiment"], state.get("experiment_tags") or {})
+        tags = dict(state["tags"])
+        if state.get("parent"):
+            tags[PARENT_RUN_TAG] = _parent_run_id(client, experiment_id, state["parent"])
+        run = client.create_run(experiment_id, run_name=state["run_name"], tags=tags)
         state["run_id"] = run.info.run_id
         state["tags_dirty"] = False
     run_id = state["run_id"]
@@ -296,6 +329,38 @@ def _send(client, state: dict) -> None:
     if state["status"] is not None:
         client.set_terminated(run_id, state["status"])
         state["status"] = None
+
+
+def _experiment_id(client, name: str, tags: dict[str, str]) -> str:
+    """The experiment's id (created if missing), with ``tags`` set on it (the description follows the
+    latest commit that logged a run)."""
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = (experiment.experiment_id if experiment else
+                     client.create_experiment(name, _artifact_location(client)))
+    for key, value in tags.items():
+        client.set_experiment_tag(experiment_id, key, value)
+    return experiment_id
+
+
+def _parent_runs(client, experiment_id: str, name: str) -> list:
+    """The experiment's parent runs named ``name``, oldest first."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_NAME_TAG}` = '{name}'")
+    return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+
+
+def _parent_run_id(client, experiment_id: str, parent: dict[str, Any]) -> str:
+    """The id of the experiment's parent run ``parent["name"]``, created (and FINISHED) when missing. Two
+    processes creating it at once both keep the oldest one; the newer is deleted by its creator."""
+    found = _parent_runs(client, experiment_id, parent["name"])
+    if found:
+        return found[0].info.run_id
+    tags = {PARENT_NAME_TAG: parent["name"], **{k: str(v) for k, v in (parent.get("tags") or {}).items()}}
+    created = client.create_run(experiment_id, run_name=parent["name"], tags=tags).info.run_id
+    client.set_terminated(created, "FINISHED")
+    oldest = _parent_runs(client, experiment_id, parent["name"])[0].info.run_id
+    if oldest != created:
+        client.delete_run(created)
+    return oldest
 
 
 def _rejected_is_dropped(call, what: str) -> None:
@@ -352,8 +417,41 @@ def experiment_name(profile_name: str) -> str:
     return f"spatialflow-{profile_name}"
 
 
+def experiment_tags(profile: dict, commit: str) -> dict[str, str]:
+    """The experiment's kind (model training, see EXPERIMENT_KIND) and its description."""
+    description = (f"SpatialFlow-Repro training rows of the **{profile['name']}** profile "
+                   f"(params.yaml `profiles.{profile['name']}`), last logged at git commit `{commit}`.")
+    if profile.get("description"):
+        description += f"\n\nProfile: {profile['description']}"
+    description += ("\n\nOne run per row and seed, nested under a parent run per table (`table2`, ...). "
+                    "Compare a table's rows: expand its parent, select the rows, Compare.")
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, DESCRIPTION_TAG: description}
+
+
+def table_parent(row: dict, profile: dict) -> dict[str, Any]:
+    """The parent run of a row's first table (``table2`` for a row of Tables 2 and 4)."""
+    table = f"table{row['tables'][0]}"
+    return {"name": table, "tags": {"table": table, "profile": profile["name"],
+                                    DESCRIPTION_TAG: f"Table {row['tables'][0]} rows of profile "
+                                                     f"{profile['name']}: expand to see and compare them"}}
+
+
+PAPER_METRICS = {"PQ": ("All", "pq"), "PQ_th": ("Things", "pq"), "PQ_st": ("Stuff", "pq"),
+                 "SQ": ("All", "sq"), "RQ": ("All", "rq")}
+SPLIT_LABELS = {"val": "val", "test": "test-dev"}
+
+
+def paper_metrics(metrics: dict, split: str) -> dict[str, float]:
+    """pq_compute's dict -> the paper's columns for one split: {"val/PQ", "val/PQ_th", "val/PQ_st",
+    "val/SQ", "val/RQ"} (``test-dev/...`` for the test split)."""
+    label = SPLIT_LABELS.get(split, split)
+    return {f"{label}/{name}": float(metrics[group][key]) for name, (group, key) in PAPER_METRICS.items()
+            if isinstance(metrics.get(group), dict) and key in metrics[group]}
+
+
 def row_callback(row_name: str, row: dict, profile: dict, seed: int, config: dict) -> MlflowCallback:
-    """The MLflow run of one row and seed: tags table / row / profile / seed / git commit / DVC stage."""
+    """The MLflow run of one row and seed: tags table / row / preset / profile / seed / git commit / DVC
+    stage, the resolved config as params, nested under its table's parent run."""
     tags = {
         "table": ",".join(str(t) for t in row["tables"]),
         "row": row_name,
@@ -362,8 +460,13 @@ def row_callback(row_name: str, row: dict, profile: dict, seed: int, config: dic
         "preset": row["preset"],
         "dvc_stage": f"{STAGE_GROUPS.get(row.get('group', 'rows'), 'train')}@{row_name}",
     }
+    commit = git_commit()
+    tags[DESCRIPTION_TAG] = (f"Row `{row_name}` (seed {seed}) of profile {profile['name']}: preset "
+                             f"{row['preset']}, backbone {row.get('backbone')}, size {row.get('size')}, "
+                             f"dataset {row.get('dataset')}, commit `{commit}`")
     return MlflowCallback(experiment_name(profile["name"]), f"{row_name}/seed{seed}", tags=tags,
-                          params=flatten(config))
+                          params=resolved_params(config), experiment_tags=experiment_tags(profile, commit),
+                          parent=table_parent(row, profile))
 
 
 def log_evaluation(run_id: str | None, split: str, entry: dict, predictions: str | os.PathLike) -> None:
@@ -377,6 +480,7 @@ def log_evaluation(run_id: str | None, split: str, entry: dict, predictions: str
     metrics = entry.get("metrics") or {}
     callback.log_metrics({f"{k}{suffix}": v for k, v in pq_metrics(
         {key: metrics[key] for key in ("All", "Things", "Stuff") if key in metrics}).items()})
+    callback.log_metrics(paper_metrics(metrics, split))
     for key in ("inference_seconds", "images_per_second"):
         if key in metrics:
             callback.log_metrics({f"{key}{suffix}": metrics[key]})
@@ -386,3 +490,13 @@ def log_evaluation(run_id: str | None, split: str, entry: dict, predictions: str
     if entry.get("submission"):
         callback.set_tags({"submission": entry["submission"]})
     callback.close(status=None)
+
+
+def log_figure(run_ids: list[str | None], path: str | os.PathLike, artifact_path: str = "figures") -> None:
+    """Add a figure (e.g. the panoptic overlays of the rows it compares) to each of these runs. Never
+    raises: an outage leaves a ``mlflow_pending.json`` next to the figure."""
+    for run_id in dict.fromkeys(r for r in run_ids if r):
+        callback = MlflowCallback.attach(run_id)
+        callback.output_dir = Path(path).parent
+        callback.log_artifacts([path], artifact_path=artifact_path)
+        callback.close(status=None)

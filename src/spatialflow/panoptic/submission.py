@@ -31,7 +31,7 @@ from spatialflow.data.coco_panoptic import (
     size_problem,
 )
 from spatialflow.errors import ConfigError, DataError
-from spatialflow.panoptic.pq import read_segment_ids
+from spatialflow.panoptic.ids import read_segment_ids
 from spatialflow.utils.atomic import atomic_open, atomic_write_json
 
 _METHOD = re.compile(r"^[A-Za-z0-9-]+$")

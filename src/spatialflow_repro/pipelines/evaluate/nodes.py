@@ -7,7 +7,8 @@ settings or code change, and a retrained row re-runs them through its checkpoint
 
 Where the split has ground truth, every checkpoint is also evaluated with the authors' box-fill merge
 (``using_bbox=True, bbox_overlap_thr=0.5``), reported in the metrics' ``box_fill`` block next to the
-unchanged main keys (issue 12, item 6): no training, one more prediction pass per checkpoint.
+unchanged main keys (issue 12, item 6): no training and no second forward pass, the same detections, masks
+and stuff are merged twice.
 """
 
 from __future__ import annotations
@@ -53,11 +54,14 @@ def box_fill_block(settings: dict, per_seed: list[dict]) -> dict:
 
 
 def evaluate_checkpoint(final_model: str, split_role: str, out_dir: Path, tta: dict | None,
-                        inference: dict | None = None) -> dict:
+                        inference: dict | None = None, extra_merges: dict[str, dict] | None = None) -> dict:
     """Predict a split with a trained model under ``inference`` (InferenceConfig values; None: the
-    paper's defaults); PQ where the split has ground truth, else the COCO upload.
+    paper's defaults); PQ where the split has ground truth, else the COCO upload. ``extra_merges``
+    (``{name: merge settings}``): the same predictions also merged with these settings and scored, where
+    the split has ground truth (no second forward pass).
 
-    Returns {"metrics": pq_compute's dict | None, "submission": zip path | None}.
+    Returns {"metrics": pq_compute's dict | None, "submission": zip path | None,
+    "extra_merges": {name: pq_compute's dict}}.
     """
     from spatialflow.inference.evaluate import evaluate, predict_split, read_split_json
     from spatialflow.inference.predict import TTAConfig
@@ -74,16 +78,17 @@ def evaluate_checkpoint(final_model: str, split_role: str, out_dir: Path, tta: d
     min_size = sizes.min_size if isinstance(sizes.min_size, int) else max(sizes.min_size)
     tta_config = None if tta is None else TTAConfig(scales=[tuple(s) for s in tta["scales"]], flip=bool(tta["flip"]))
     if split.png_dir is not None:
+        merges = {name: inference_config({"merge": values}).merge for name, values in (extra_merges or {}).items()}
         metrics = evaluate(model, split.json, split.image_dir, out_dir, png_dir=split.png_dir,
-                           min_size=min_size, max_size=sizes.max_size, tta=tta_config)
-        return {"metrics": metrics, "submission": None}
+                           min_size=min_size, max_size=sizes.max_size, tta=tta_config, extra_merges=merges)
+        return {"metrics": metrics, "submission": None, "extra_merges": metrics.pop("extra_merges", {})}
     # No ground truth (COCO test-dev): predictions with the model's own categories -> the upload package.
     images = read_split_json(split.json)["images"]
     run = predict_split(model, images, split.image_dir, categories, out_dir, min_size=min_size,
                         max_size=sizes.max_size, tta=tta_config)
     _, zip_path = package_submission(run["pred_json"], run["pred_dir"], out_dir / "submission",
                                      method=f"spatialflow-{cfg.name}", image_info_json=split.json)
-    return {"metrics": None, "submission": str(zip_path)}
+    return {"metrics": None, "submission": str(zip_path), "extra_merges": {}}
 
 
 def _evaluate(row_name: str, params: dict, training: dict, split_role: str, tta_name: str | None,
@@ -99,15 +104,15 @@ def _evaluate(row_name: str, params: dict, training: dict, split_role: str, tta_
     per_seed, box_fill_seeds = [], []
     for seed_info in training["seeds"]:
         out_dir = predictions_root / f"seed{seed_info['seed']}"
-        result = evaluate_checkpoint(seed_info["final_model"], split_role, out_dir, tta, inference)
+        result = evaluate_checkpoint(seed_info["final_model"], split_role, out_dir, tta, inference,
+                                     extra_merges={"box_fill": box_fill["merge"]} if box_fill else None)
         entry = {"seed": seed_info["seed"], "mlflow_run_id": seed_info.get("mlflow_run_id"),
                  "predictions": str(out_dir), "metrics": result["metrics"], "submission": result["submission"]}
         tracking.log_evaluation(seed_info.get("mlflow_run_id"), split_role, entry, out_dir)
         per_seed.append(entry)
-        if box_fill is not None and result["metrics"] is not None:
-            filled = evaluate_checkpoint(seed_info["final_model"], split_role, out_dir / "box_fill", tta, box_fill)
+        if "box_fill" in result["extra_merges"]:
             box_fill_seeds.append({"seed": seed_info["seed"], "predictions": str(out_dir / "box_fill"),
-                                   "metrics": filled["metrics"]})
+                                   "metrics": result["extra_merges"]["box_fill"]})
     mean, std = summarise(per_seed)
     return {
         "row": row_name, "profile": profile["name"], "tables": row["tables"], "split": split_role,

@@ -26,6 +26,7 @@ from spatialflow.data.coco_panoptic import load_panoptic_json, read_image, read_
 from spatialflow.data.visualize import panoptic_overlay
 from spatialflow.errors import DataError
 from spatialflow.utils.atomic import atomic_save_image, atomic_write_text
+from spatialflow_repro import tracking
 from spatialflow_repro.pipelines.tables.nodes import (
     LAMBDA_SEARCH_FILE,
     METRICS_DIR,
@@ -254,6 +255,7 @@ def draw_panoptic_overlays(profile: str, figures: dict) -> dict[str, Any]:
     grid_rows = overlay_rows(split, folders, int(figures.get("num_images", NUM_IMAGES)))
     titles = ["image", "ground truth", f"baseline ({rows[0]})", f"SpatialFlow ({rows[1]})"]
     atomic_save_image(path, image_grid(grid_rows, titles))
+    tracking.log_figure([s.get("mlflow_run_id") for m in compared[1] for s in m.get("per_seed", [])], path)
     return {"profile": profile, "rows": rows, "images": len(grid_rows)}
 
 

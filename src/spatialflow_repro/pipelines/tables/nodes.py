@@ -375,7 +375,8 @@ def render_markdown(table: dict[str, Any]) -> str:
              f"Split: {table['split']}. Reproduced values are the mean over seeds (± sample standard "
              "deviation with more than one seed); Δ = reproduced − published, of the displayed values."]
     if table.get("box_fill"):
-        lines.append("PQ (box fill): the same predictions merged with the authors' box-fill step.")
+        lines.append("PQ (box fill): the same checkpoints evaluated with the authors' box-fill merge "
+                     "(using_bbox=True, overlap 0.5).")
     if table["number"] == 1:
         selected = table.get("selected_lambda")
         lines.append(f"Selected λ (best PQ on val): {selected}." if selected is not None
