@@ -137,3 +137,23 @@ def test_evaluate_merges_the_same_predictions_twice(tmp_path):
     assert same == json.loads((tmp_path / "plain" / "panoptic_pred.json").read_text())["annotations"]
     for png in sorted((tmp_path / "plain" / "panoptic_pred").iterdir()):
         assert png.read_bytes() == (tmp_path / "both" / "same" / "panoptic_pred" / png.name).read_bytes()
+
+
+def test_thresholded_paste_equals_torchvisions_paste_bit_for_bit():
+    """The eval forward's legacy paste (no full-size float image per mask) is torchvision's
+    ``paste_masks_in_image(padding=1) > t`` exactly: random masks, boxes inside, across and partly outside
+    the image, degenerate and sub-pixel boxes."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    from spatialflow.models.spatialflow import paste_masks_thresholded
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(7, 28, 28, generator=g)
+    boxes = torch.tensor([[3.2, 4.7, 40.1, 30.9], [0.0, 0.0, 71.0, 55.0], [-10.5, -3.0, 20.0, 12.2],
+                          [60.0, 45.0, 90.0, 70.0], [10.0, 10.0, 10.4, 10.3], [33.3, 2.2, 34.9, 50.0],
+                          [5.0, 50.0, 66.6, 55.9]])
+    for threshold in (0.5, 0.3):
+        ours = paste_masks_thresholded(probs, boxes, (56, 72), threshold)
+        theirs = paste_masks_in_image(probs[:, None], boxes, (56, 72), padding=1)[:, 0] > threshold
+        assert ours.dtype == torch.bool and torch.equal(ours, theirs)
+    assert paste_masks_thresholded(probs[:0], boxes[:0], (56, 72), 0.5).shape == (0, 56, 72)

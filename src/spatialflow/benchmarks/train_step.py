@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
 
     floor_net = getattr(models, f"resnet{args.depth}")(weights=None)
-    floor_opt = torch.optim.AdamW(floor_net.parameters(), lr=1e-4, foreach=True)
+    floor_opt = torch.optim.AdamW(floor_net.parameters(), lr=1e-4, fused=True)  # as the trainer (fused AdamW)
     padded, _ = pad_images(images)
 
     def floor_step() -> None:
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                            anchor_octave_base_scale=args.anchor_octave_base_scale,
                            train_max_proposals=args.train_max_proposals)
         model = SpatialFlow(cfg).train()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, foreach=True)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
 
         def step(model=model, optimizer=optimizer) -> None:
             losses = model(images, targets)
