@@ -14,7 +14,8 @@ from spatialflow.benchmarks import pq as pq_benchmark
 from spatialflow.cli import main
 from spatialflow.data.coco_panoptic import PanopticWriter
 from spatialflow.errors import ConfigError, DataError
-from spatialflow.panoptic.pq import pq_compute, read_segment_ids
+from spatialflow.panoptic.ids import read_segment_ids
+from spatialflow.panoptic.pq import pq_compute
 from spatialflow.panoptic.submission import package_submission
 
 FIXTURES = Path(__file__).parent / "fixtures"

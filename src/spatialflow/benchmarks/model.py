@@ -17,23 +17,23 @@ import json
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from torchvision.models import detection, resnet18, resnet34, resnet50, resnet101
+from torchvision.models import detection
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from spatialflow.benchmarks.interleave import ratio, spread, time_interleaved
-from spatialflow.models.config import PRESETS, model_config
+from spatialflow.models.config import BACKBONE_DEPTHS, PRESETS, model_config
+from spatialflow.models.resnet import build_resnet
 from spatialflow.models.spatialflow import SpatialFlow
 
 HELP = "SpatialFlow vs torchvision RetinaNet: seconds per image, FLOPs, parameters (JSON)"
-_RESNETS = {18: resnet18, 34: resnet34, 50: resnet50, 101: resnet101}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from spatialflow.cli import positive_int
 
-    parser.add_argument("--depth", type=int, default=50, choices=sorted(_RESNETS))
+    parser.add_argument("--depth", type=int, default=50, choices=BACKBONE_DEPTHS)
     parser.add_argument("--size", default="600x1000", help="image HxW (default 600x1000)")
     parser.add_argument("--preset", default="spatialflow", choices=list(PRESETS))
     parser.add_argument("--num-things", type=int, default=80)
@@ -53,7 +53,7 @@ def retinanet(depth: int, num_classes: int, size: tuple[int, int]) -> nn.Module:
     kw = dict(min_size=min(size), max_size=max(size))
     if depth == 50:
         return detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **kw)
-    body = _RESNETS[depth](weights=None, norm_layer=FrozenBatchNorm2d)
+    body = build_resnet(depth, norm_layer=FrozenBatchNorm2d)
     backbone = _resnet_fpn_extractor(body, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
     return detection.RetinaNet(backbone, num_classes, **kw)
 

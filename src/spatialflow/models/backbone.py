@@ -26,17 +26,17 @@ from spatialflow.models.resnet import TORCHVISION_WIDTH, build_resnet, stage_cha
 
 FPN_STRIDES = (8, 16, 32, 64, 128)  # P3..P7
 
-_RESNETS = {
-    18: (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
-    34: (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1),
-    50: (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
-    101: (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V1),
+_IMAGENET_WEIGHTS = {
+    18: models.ResNet18_Weights.IMAGENET1K_V1,
+    34: models.ResNet34_Weights.IMAGENET1K_V1,
+    50: models.ResNet50_Weights.IMAGENET1K_V1,
+    101: models.ResNet101_Weights.IMAGENET1K_V1,
 }
 
 
 def imagenet_weights_path(depth: int) -> str:
     """Where torchvision's cache keeps the ImageNet ResNet-``depth`` weights."""
-    url = _RESNETS[depth][1].url
+    url = _IMAGENET_WEIGHTS[depth].url
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
 
 

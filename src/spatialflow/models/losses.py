@@ -58,9 +58,20 @@ def mask_loss(
     gt_masks: list[Tensor],
     gt_labels: list[Tensor],
     matched: list[Tensor],
+    target: str = "soft",
 ) -> Tensor:
-    """Per-pixel BCE on each proposal's GT-class 28x28 mask (torchvision's Mask R-CNN loss, soft targets)."""
-    return maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, matched)
+    """Per-pixel BCE on each proposal's GT-class mask, averaged over R x 28 x 28. ``target`` "soft":
+    torchvision's Mask R-CNN loss (aligned=False RoIAlign, fractional targets); "binary": mmdet's
+    :func:`binary_mask_targets`."""
+    if target == "soft":
+        return maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, matched)
+    size = mask_logits.shape[-1]
+    labels = torch.cat([lab[i] for lab, i in zip(gt_labels, matched)])
+    targets = torch.cat([binary_mask_targets(m, p, i, size) for m, p, i in zip(gt_masks, proposals, matched)])
+    if targets.numel() == 0:
+        return mask_logits.sum() * 0
+    picked = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]
+    return F.binary_cross_entropy_with_logits(picked, targets)
 
 
 def binary_mask_targets(gt_masks: Tensor, boxes: Tensor, matched: Tensor, size: int) -> Tensor:
@@ -69,20 +80,3 @@ def binary_mask_targets(gt_masks: Tensor, boxes: Tensor, matched: Tensor, size: 
     rois = torch.cat([matched.to(boxes)[:, None], boxes], dim=1)
     crops = roi_align(gt_masks[:, None].to(rois), rois, (size, size), 1.0, sampling_ratio=0, aligned=True)[:, 0]
     return (crops >= 0.5).to(crops.dtype)
-
-
-def binary_mask_loss(
-    mask_logits: Tensor,
-    proposals: list[Tensor],
-    gt_masks: list[Tensor],
-    gt_labels: list[Tensor],
-    matched: list[Tensor],
-) -> Tensor:
-    """As :func:`mask_loss` (BCE averaged over R x 28 x 28) with :func:`binary_mask_targets` (mmdet)."""
-    size = mask_logits.shape[-1]
-    labels = torch.cat([lab[i] for lab, i in zip(gt_labels, matched)])
-    targets = torch.cat([binary_mask_targets(m, p, i, size) for m, p, i in zip(gt_masks, proposals, matched)])
-    if targets.numel() == 0:
-        return mask_logits.sum() * 0
-    picked = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]
-    return F.binary_cross_entropy_with_logits(picked, targets)

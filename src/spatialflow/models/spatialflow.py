@@ -35,7 +35,7 @@ from spatialflow.models.heads import (
     StuffHead,
     select_class_masks,
 )
-from spatialflow.models.losses import binary_mask_loss, detection_losses, mask_loss, stuff_loss
+from spatialflow.models.losses import detection_losses, mask_loss, stuff_loss
 from spatialflow.models.subnets import SubNetworks
 from spatialflow.panoptic.merge import merge
 
@@ -161,9 +161,9 @@ class SpatialFlow(nn.Module):
         proposals, proposal_gt = self._mask_proposals(cls, reg, anchor_levels, sizes, targets)
         padded = (batch.shape[-2], batch.shape[-1])
         mask_logits = self.mask_head(sub.mask, proposals, padded)
-        masks_loss = binary_mask_loss if cfg.mask_target == "binary" else mask_loss
-        loss_mask = masks_loss(
-            mask_logits, proposals, [t["masks"] for t in targets], [t["labels"] for t in targets], proposal_gt
+        loss_mask = mask_loss(
+            mask_logits, proposals, [t["masks"] for t in targets], [t["labels"] for t in targets], proposal_gt,
+            target=cfg.mask_target,
         )
 
         stuff_target = pad_label_maps([t["stuff"] for t in targets], padded)
