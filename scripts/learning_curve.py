@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -26,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=800)
     parser.add_argument("--every", type=int, default=200)
     parser.add_argument("--lambda", dest="stuff_lambda", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--manifest", default="data/03_primary/datasets.json",
+                        help="the data sets' manifest (default: the one prepare_data writes)")
+    parser.add_argument("--probe", type=float, default=None, metavar="SCORE",
+                        help="also report PQ_th with this merge score threshold (a diagnostic: how far the "
+                             "detector's scores are from the paper's threshold; the CSV keeps the paper's)")
     parser.add_argument("--out", default="docs/learning_curve")
     parser.add_argument("--work", default=None, help="run folder (default: a temporary folder)")
     parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
@@ -47,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     from spatialflow_repro.rows import active_profile, experiment_config, inference_settings, trained_rows
 
     params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
-    manifest = json.loads(Path("data/03_primary/datasets.json").read_text(encoding="utf-8"))
+    manifest = json.loads(Path(args.manifest).read_text(encoding="utf-8"))
     row = trained_rows(params)[args.row]
     profile = active_profile(params)
-    cfg_dict = experiment_config(args.row, row, params, manifest, args.stuff_lambda, seed=0)
+    cfg_dict = experiment_config(args.row, row, params, manifest, args.stuff_lambda, seed=args.seed)
     old = cfg_dict["train"]
     cfg_dict["train"] = {**old, "length": args.length,
                          "decay_steps": [max(1, round(s * args.length / old["length"])) for s in old["decay_steps"]]}
@@ -68,12 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         model, model_cfg, _ = load_trained_model(path)
         model.inference = inference
         split, sizes = model_cfg.data.val, model_cfg.data.transforms
+        probe = ({"probe": dataclasses.replace(inference.merge, score_threshold=args.probe)}
+                 if args.probe is not None else None)
         metrics = evaluate(model, split.json, split.image_dir, run / "curve" / path.stem, png_dir=split.png_dir,
-                           min_size=sizes.min_size, max_size=sizes.max_size)
+                           min_size=sizes.min_size, max_size=sizes.max_size, extra_merges=probe)
         iteration = int(ckpt.load_checkpoint(path)["iteration"])
         points.append({"iteration": iteration, "pq": round(metrics["All"]["pq"], 2),
                        "pq_th": round(metrics["Things"]["pq"], 2), "pq_st": round(metrics["Stuff"]["pq"], 2)})
-        print(json.dumps(points[-1]), flush=True)
+        shown = dict(points[-1])
+        if probe:
+            shown[f"pq_th@{args.probe}"] = round(metrics["extra_merges"]["probe"]["Things"]["pq"], 2)
+        print(json.dumps(shown), flush=True)
     write_curve(points, Path(args.out), title=f"{args.row}, profile {profile['name']}: "
                 f"decay at {cfg.train.decay_steps} of {args.length} iterations")
     return 0
