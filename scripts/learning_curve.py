@@ -21,6 +21,9 @@ from pathlib import Path
 import yaml
 
 
+PLOT_TITLE = "t2_baseline (seed 0 unless noted): each line is one training run of that length"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", default="t2_baseline")
@@ -41,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a model key of the row, e.g. --model mask_channels=32 (YAML value)")
     parser.add_argument("--plot", action="append", default=[], metavar="LABEL=CSV",
                         help="no training: draw PQ_th of earlier runs' CSVs in one figure (<out>.png)")
+    parser.add_argument("--title", default=PLOT_TITLE, help="the --plot figure's title")
     args = parser.parse_args(argv)
     if args.plot:
-        plot_variants(dict(_label_csv(item) for item in args.plot), Path(args.out))
+        plot_variants(dict(_label_csv(item) for item in args.plot), Path(args.out), args.title)
         return 0
 
     from spatialflow.engine import checkpoint as ckpt
@@ -99,7 +103,7 @@ def _label_csv(item: str) -> tuple[str, list[dict]]:
         return label, [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
-def plot_variants(curves: dict[str, list[dict]], out: Path) -> None:
+def plot_variants(curves: dict[str, list[dict]], out: Path, title: str = PLOT_TITLE) -> None:
     """Val PQ_th against iterations, one line per variant (``<out>.png``)."""
     import matplotlib
 
@@ -112,7 +116,7 @@ def plot_variants(curves: dict[str, list[dict]], out: Path) -> None:
     ax.axhline(40, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("training iterations")
     ax.set_ylabel("val PQ_th, percent")
-    ax.set_title("t2_baseline (seed 0 unless noted): each line is one training run of that length", fontsize=8)
+    ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
