@@ -111,8 +111,10 @@ def plot_variants(curves: dict[str, list[dict]], out: Path, title: str = PLOT_TI
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    for label, points in curves.items():
-        ax.plot([p["iteration"] for p in points], [p["pq_th"] for p in points], marker="o", label=label)
+    colors = plt.get_cmap("tab20").colors if len(curves) > 10 else plt.get_cmap("tab10").colors
+    for k, (label, points) in enumerate(curves.items()):  # beyond 10 lines: tab20, so no two lines share a colour
+        ax.plot([p["iteration"] for p in points], [p["pq_th"] for p in points], marker="o", label=label,
+                color=colors[k % len(colors)])
     ax.axhline(40, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("training iterations")
     ax.set_ylabel("val PQ_th, percent")
