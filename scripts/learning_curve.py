@@ -73,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     train(cfg, resume=True, replace=True)
 
     inference = inference_config(inference_settings(row, profile))
+    probe = ({"probe": dataclasses.replace(inference.merge, score_threshold=args.probe)}
+             if args.probe is not None else None)
     run = Path(cfg.output_dir)
     points = []
     for path in [*ckpt.list_checkpoints(run / "checkpoints")]:
         model, model_cfg, _ = load_trained_model(path)
         model.inference = inference
         split, sizes = model_cfg.data.val, model_cfg.data.transforms
-        probe = ({"probe": dataclasses.replace(inference.merge, score_threshold=args.probe)}
-                 if args.probe is not None else None)
         metrics = evaluate(model, split.json, split.image_dir, run / "curve" / path.stem, png_dir=split.png_dir,
                            min_size=sizes.min_size, max_size=sizes.max_size, extra_merges=probe)
         iteration = int(ckpt.load_checkpoint(path)["iteration"])

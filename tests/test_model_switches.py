@@ -242,4 +242,3 @@ def test_stuff_head_dcn_loads_a_plain_head_and_starts_from_it():
     assert not torch.allclose(plain(feats), 2 * dcn(feats), atol=1e-1)  # not trivially equal
     model = SpatialFlow(model_config("spatialflow", **TINY, stuff_head_dcn=True))
     assert "stuff_head.levels.2.4.offset.weight" in dict(model.named_parameters())
-

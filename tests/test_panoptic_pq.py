@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from spatialflow.errors import DataError
-from spatialflow.panoptic.ids import id2rgb
-from spatialflow.panoptic.ids import read_segment_ids
+from spatialflow.panoptic.ids import id2rgb, read_segment_ids
 from spatialflow.panoptic.pq import PQAccumulator, pq_compute
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import torch
 
@@ -13,10 +11,9 @@ from spatialflow.data.synthetic import generate_synthetic
 from spatialflow.models.config import model_config
 from spatialflow.models.spatialflow import SpatialFlow
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("anchor_scores", REPO / "scripts" / "anchor_scores.py")
-anchor_scores = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(anchor_scores)
+from scripts_loader import load_script
+
+anchor_scores = load_script("anchor_scores")
 
 
 def test_untrained_model_scores_every_anchor_at_the_focal_prior(tmp_path):

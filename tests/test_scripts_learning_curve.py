@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("learning_curve", REPO / "scripts" / "learning_curve.py")
-learning_curve = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(learning_curve)
+from scripts_loader import load_script
+
+learning_curve = load_script("learning_curve")
 
 
 def test_key_values_are_parsed_as_yaml():
