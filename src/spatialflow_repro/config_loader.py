@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kedro.config import MissingConfigException, OmegaConfigLoader
 from omegaconf import DictConfig, OmegaConf
+
+from spatialflow.utils.yaml_io import read_yaml
 
 PARAMS_FILE = "params.yaml"
 
@@ -44,8 +45,7 @@ class ParamsYamlConfigLoader(OmegaConfigLoader):
             self.runtime_params = runtime
         base: dict[str, Any] = {}
         if self.params_path.exists():
-            with self.params_path.open(encoding="utf-8") as handle:
-                base = yaml.safe_load(handle) or {}
+            base = read_yaml(self.params_path) or {}
         merged = OmegaConf.merge(base, conf_params)
         _apply_runtime_params(merged, runtime)
         return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]

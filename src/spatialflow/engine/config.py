@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from spatialflow.errors import ConfigError
+from spatialflow.utils.yaml_io import read_yaml
 
 AMP_MODES = ("none", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
@@ -192,11 +193,7 @@ def load_experiment_config(source: str | os.PathLike | dict) -> ExperimentConfig
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        where = str(path)
+        raw, where = read_yaml(path), str(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
     misplaced = sorted(RUN_KEYS & set(raw.get("train") or {}))

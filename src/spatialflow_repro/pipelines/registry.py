@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from kedro.pipeline import Pipeline
 
+from spatialflow.utils.yaml_io import read_yaml
 from spatialflow_repro.config_loader import PARAMS_FILE
 from spatialflow_repro.pipelines.data_prep import pipeline as data_prep
 from spatialflow_repro.pipelines.evaluate import pipeline as evaluate
@@ -26,7 +26,7 @@ def find_params_file() -> Path:
 
 def build_pipelines(params: dict | None = None) -> dict[str, Pipeline]:
     if params is None:
-        params = yaml.safe_load(find_params_file().read_text(encoding="utf-8"))
+        params = read_yaml(find_params_file())
     rows = trained_rows(params)
     lambda_rows = [name for name, row in rows.items() if row["group"] == "lambda_rows"]
     pipelines = {
