@@ -31,11 +31,12 @@ repro: install
 	dvc repro
 
 # Two workers (CI has 2 cores); a test file runs in one worker, so each end-to-end file stays in order.
+# scripts/test_prerequisites.sh installs what the tests need beyond the lock (Debian's chromium), or stops.
 test: install
-	python -m pytest -n 2 --dist loadfile
+	eval "$$(scripts/test_prerequisites.sh)"; python -m pytest -n 2 --dist loadfile
 
 test-fast: install
-	python -m pytest -n 2 --dist loadfile -m "not slow"
+	eval "$$(scripts/test_prerequisites.sh)"; python -m pytest -n 2 --dist loadfile -m "not slow"
 
 mlflow-ui: install
 	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"
