@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 14): the model bench at 600x1000 (R50, R101, with and without bf16 autocast), one torchrun
+# GPU check: the model bench at 600x1000 (R50, R101, with and without bf16 autocast), one torchrun
 # training step of SpatialFlow-R50 over NCCL, and 200 iterations of a tiny row, on one NVIDIA GPU in under
 # 8 minutes; prints one JSON summary (spatialflow.benchmarks.gpu_check).
 #

@@ -15,12 +15,17 @@ from PIL import Image
 
 from spatialflow.engine.checkpoint import save_checkpoint
 from spatialflow.engine.config import DataConfig, ExperimentConfig, TransformConfig, experiment_to_dict
+from spatialflow.data.visualize import heatmap_overlay
 from spatialflow.engine.trainer import default_model
+from spatialflow.inference.cam import cam_heatmaps
 from spatialflow.models.config import model_config
 from spatialflow.models.spatialflow import SpatialFlow
+from spatialflow.utils.yaml_io import read_yaml
+from spatialflow_repro.datasets import FolderPath, JSONDataset, JSONFolderDataset, TextDataset, YAMLDataset
 from spatialflow_repro.pipelines.figures import create_pipeline
 from spatialflow_repro.pipelines.figures import nodes
-from spatialflow_repro.pipelines.tables.nodes import build_table, load_paper_tables
+from spatialflow_repro.pipelines.tables.nodes import build_table
+from test_tables_nodes import PAPER_TABLES, metrics_in
 
 SAMPLE = Path(__file__).parent / "fixtures" / "coco_panoptic_sample"
 GT_SPLIT = {"json": str(SAMPLE / "panoptic_val2017_sample.json"), "png_dir": str(SAMPLE / "panoptic"),
@@ -41,7 +46,7 @@ def write_row(metrics_dir: Path, kind: str, row: str, pq: float, pq_th: float, p
 def test_lambda_curve_points_csv_and_png(tmp_path: Path) -> None:
     write_row(tmp_path, "lambda", "t1_lambda_0_25", 30.0, 35.5, 20.25)
     write_row(tmp_path, "lambda", "t1_lambda_1_00", 28.0, 31.0, 24.0)
-    table1 = build_table(1, load_paper_tables(), "tiny", tmp_path, selected_lambda=0.25)
+    table1 = build_table(1, read_yaml(PAPER_TABLES), "tiny", metrics_in(tmp_path), selected=0.25)
     points = nodes.lambda_curve_points(table1)
     # only the two rows that ran, by ascending lambda (the paper lists 1.0 first)
     assert nodes.lambda_curve_csv(points) == ("lambda,pq,pq_th,pq_st\n"
@@ -99,7 +104,7 @@ def test_cam_heatmaps_reads_the_heads_through_hooks() -> None:
     torch.nn.init.zeros_(model.stuff_head.classifier.weight)
     torch.nn.init.zeros_(model.stuff_head.classifier.bias)
     images = [torch.rand(3, 40, 56), torch.rand(3, 64, 50)]
-    maps = nodes.cam_heatmaps(model, images)
+    maps = cam_heatmaps(model, images)
     assert [m["cls"].shape for m in maps] == [(40, 56), (64, 50)]
     assert [m["stuff"].shape for m in maps] == [(40, 56), (64, 50)]
     assert np.allclose(maps[1]["cls"], 0.5) and np.allclose(maps[1]["stuff"], 1 / 3)
@@ -112,7 +117,7 @@ def test_cam_rows_compare_baseline_and_spatialflow() -> None:
     image = np.full((40, 48, 3), 128, dtype=np.uint8)
     rows = nodes.cam_rows(models, [image])
     assert len(rows) == 1 and len(rows[0]) == 5 and all(p.shape == (40, 48, 3) for p in rows[0])
-    heat = nodes.heatmap_overlay(np.zeros((1, 1, 3), dtype=np.uint8), np.zeros((1, 1)), alpha=1.0)
+    heat = heatmap_overlay(np.zeros((1, 1, 3), dtype=np.uint8), np.zeros((1, 1)), alpha=1.0)
     assert tuple(heat[0, 0]) == (0, 0, 128)  # jet(0) = dark blue (0, 0, 0.5)
 
 
@@ -138,36 +143,52 @@ def _save_tiny_checkpoint(path: Path, preset: str) -> None:
 FIGURES = {"baseline_row": "t2_baseline", "spatialflow_row": "t2_spatialflow", "num_images": 4}
 
 
-def test_figures_pipeline_with_and_without_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    pipeline = create_pipeline()
-    catalog = DataCatalog({"params:profile": MemoryDataset("tiny"), "params:figures": MemoryDataset(FIGURES)})
-    SequentialRunner().run(pipeline, catalog)
-    reporting = tmp_path / "data" / "08_reporting"
-    figures = reporting / "figures"
+def _catalog(root: Path) -> DataCatalog:
+    """The figures pipeline's catalog entries, under ``root``."""
+    metrics = root / "metrics"
+    return DataCatalog({
+        "params:profile": MemoryDataset("tiny"), "params:figures": MemoryDataset(FIGURES),
+        "paper_tables": YAMLDataset(str(PAPER_TABLES)),
+        "lambda_row_metrics": JSONFolderDataset(str(metrics / "lambda"), allow_missing=True),
+        "val_row_metrics": JSONFolderDataset(str(metrics / "val"), allow_missing=True),
+        "lambda_search": JSONDataset(str(root / "lambda_search.json"), allow_missing=True),
+        "datasets_manifest": JSONDataset(str(root / "datasets.json"), allow_missing=True),
+        **{f"{row}.training": JSONDataset(str(root / row / "training.json"), allow_missing=True)
+           for row in (FIGURES["baseline_row"], FIGURES["spatialflow_row"])},
+        "lambda_curve": TextDataset(str(root / "lambda_curve.csv")),
+        "figures_folder": FolderPath(str(root / "figures")),
+    })
+
+
+def test_figures_pipeline_with_and_without_inputs(tmp_path: Path) -> None:
+    pipeline = create_pipeline(FIGURES["baseline_row"], FIGURES["spatialflow_row"])
+    SequentialRunner().run(pipeline, _catalog(tmp_path))
+    figures = tmp_path / "figures"
     assert sorted(p.name for p in figures.iterdir()) == [
         "cam_heatmaps.png", "lambda_curve.png", "panoptic_overlays.png"]
-    assert (reporting / "lambda_curve.csv").read_text() == "lambda,pq,pq_th,pq_st\n"
+    assert (tmp_path / "lambda_curve.csv").read_text() == "lambda,pq,pq_th,pq_st\n"
     with Image.open(figures / "panoptic_overlays.png") as img:
         assert img.size == (400, 60)  # the "not run in profile tiny" placeholder
 
+    trainings = {}
     for row, preset in (("t2_baseline", "baseline"), ("t2_spatialflow", "spatialflow")):
-        predictions = _copy_predictions(tmp_path / "data" / "07_model_output" / row / "val_predictions" / "seed0")
-        write_row(reporting / "metrics", "val", row, 30.0, 30.0, 30.0, predictions)
-        final = tmp_path / "data" / "06_models" / row / "model_final.pt"
+        predictions = _copy_predictions(tmp_path / "predictions" / row / "seed0")
+        write_row(tmp_path / "metrics", "val", row, 30.0, 30.0, 30.0, predictions)
+        final = tmp_path / row / "model_final.pt"
         _save_tiny_checkpoint(final, preset)
-        (final.parent / "training.json").write_text(json.dumps({"seeds": [{"seed": 0, "final_model": str(final)}]}))
-    manifest = tmp_path / "data" / "03_primary" / "datasets.json"
-    manifest.parent.mkdir(parents=True)
-    manifest.write_text(json.dumps({"profile": "tiny", "coco": {"splits": {"val": GT_SPLIT}}}))
+        trainings[row] = {"seeds": [{"seed": 0, "final_model": str(final)}]}
+    manifest = {"profile": "tiny", "coco": {"splits": {"val": GT_SPLIT}}}
+    val_metrics = metrics_in(tmp_path / "metrics").val
 
-    result = nodes.draw_panoptic_overlays("tiny", FIGURES)
+    result = nodes.draw_panoptic_overlays("tiny", FIGURES, manifest, val_metrics, str(figures))
     assert result["rows"] == ["t2_baseline", "t2_spatialflow"] and result["images"] == 2  # the sample has 2
     with Image.open(figures / "panoptic_overlays.png") as img:
         assert img.size == (532, 218)  # 4 columns x 2 images
-    result = nodes.draw_cam_heatmaps("tiny", FIGURES)
+    result = nodes.draw_cam_heatmaps("tiny", FIGURES, manifest, val_metrics, trainings["t2_baseline"],
+                                     trainings["t2_spatialflow"], str(figures))
     assert result["images"] == 2
     with Image.open(figures / "cam_heatmaps.png") as img:
         assert img.size == (5 * 128 + 6 * 4, 218)  # 5 columns x 2 images
     # another profile's figures: the same files say "not run"
-    assert nodes.draw_cam_heatmaps("coco", FIGURES)["rows"] is None
+    assert nodes.draw_cam_heatmaps("coco", FIGURES, manifest, val_metrics, trainings["t2_baseline"],
+                                   trainings["t2_spatialflow"], str(figures))["rows"] is None

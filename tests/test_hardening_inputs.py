@@ -1,4 +1,4 @@
-"""Issue 11: every bad input gets one line; validate-data, evaluate and package-submission agree; submissions,
+"""Every bad input gets one line; validate-data, evaluate and package-submission agree; submissions,
 checkpoints and file modes cannot be broken silently. The probe's cases are the cases here."""
 
 from __future__ import annotations

@@ -322,7 +322,7 @@ def test_error_missing_png(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The pairing kernel and the one PNG-id decoder (issue 14 / issue 13).
+# The pairing kernel and the one PNG-id decoder.
 
 
 def test_pair_counts_by_hand_from_ids_and_from_colours():

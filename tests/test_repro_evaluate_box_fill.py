@@ -1,4 +1,4 @@
-"""Issue 12 item 6: every checkpoint with ground truth is also scored with the authors' box-fill merge."""
+"""Every checkpoint with ground truth is also scored with the authors' box-fill merge."""
 
 from __future__ import annotations
 

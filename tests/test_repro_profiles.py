@@ -132,7 +132,7 @@ def test_a_coco_row_resolves_to_the_paper_recipe(params):
     assert active_profile(coco_params)["lambda"] == 0.25
 
 
-# Issue 12: the authors' model and inference switches (docs/model.md) in the real profiles, none in tiny.
+# The authors' model and inference switches (docs/model.md) in the real profiles, none in tiny.
 AUTHORS_MODEL = {"backbone_norm": "frozen_stats", "roi_align_aligned": True, "mask_target": "binary",
                  "stuff_loss_norm": "unpadded", "train_candidate_ranking": "anchor_max"}
 AUTHORS_DETECTION = {"candidate_ranking": "anchor_max", "mask_paste": "grid_sample"}

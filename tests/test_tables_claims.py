@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from spatialflow_repro.pipelines.tables import claims
-from test_tables_nodes import md_cells, seed_entry, write_metrics
+from spatialflow.utils.yaml_io import read_yaml
+from spatialflow_repro.pipelines.tables import nodes
+from test_tables_nodes import PAPER_TABLES, md_cells, metrics_in, seed_entry, write_metrics
+
+PAPER = read_yaml(PAPER_TABLES)
 
 
 def seeds(*pqs: float) -> list[dict]:
@@ -36,7 +40,7 @@ def test_table2_claims_with_three_seeds(tmp_path):
     write(tmp_path, "t2_reg_cls", 44.5, 45.5, 46.5)
     # +reg_stuff 40, 41, 42: diff -4.5 -> contradicted
     write(tmp_path, "t2_reg_stuff", 40, 41, 42)
-    report = claims.build_claims("tiny", tmp_path)
+    report = claims.build_claims("tiny", metrics_in(tmp_path), PAPER)
     by = {c["number"]: c for c in report["claims"]}
     two = by[2]["comparisons"][0]
     assert two["diff"] == 4.0 and two["se"] == pytest.approx(round(math.sqrt(2 / 3), 2))
@@ -57,7 +61,7 @@ def test_single_seed_rows_use_the_pooled_spread_of_the_same_dataset(tmp_path):
     # Table 4, one seed each: R101 @ 600 = 45, R50 @ 600 = 42 -> diff 3, SE sqrt(1 + 1) = 1.41 -> 3 > 2.83
     write(tmp_path, "t4_r101_600", 45)
     write(tmp_path, "t4_r50_600", 42)
-    report = claims.build_claims("tiny", tmp_path)
+    report = claims.build_claims("tiny", metrics_in(tmp_path), PAPER)
     five = {c["label"]: c for c in report["claims"][4]["comparisons"]}
     first = five["R101 vs R50 at 600"]
     assert first["diff"] == 3.0 and first["se"] == pytest.approx(1.41)
@@ -68,13 +72,13 @@ def test_single_seed_rows_use_the_pooled_spread_of_the_same_dataset(tmp_path):
 
 
 def test_claim1_interior_optimum(tmp_path):
-    rows = claims.LAMBDA_ROWS
+    rows = nodes.paper_rows(PAPER, 1)
     # ends at 40 (+-1); the best interior lambda (0.4) at 45 -> beats both by 5 > 2 * 0.816: reproduced
     values = {rows[0]: 40, rows[-1]: 40, rows[3]: 45}
     for row in rows:
         base = values.get(row, 42)
         write(tmp_path, row, base - 1, base, base + 1, kind="lambda")
-    report = claims.build_claims("tiny", tmp_path)
+    report = claims.build_claims("tiny", metrics_in(tmp_path), PAPER)
     one = report["claims"][0]
     assert one["verdict"] == claims.REPRODUCED
     assert [c["worse"] for c in one["comparisons"]] == [rows[0], rows[-1]]
@@ -82,18 +86,15 @@ def test_claim1_interior_optimum(tmp_path):
     assert one["pq_by_lambda"]["0.4"] == 45.0
     # an end far above every interior lambda: contradicted
     write(tmp_path, rows[0], 59, 60, 61, kind="lambda")
-    assert claims.build_claims("tiny", tmp_path)["claims"][0]["verdict"] == claims.CONTRADICTED
+    assert claims.build_claims("tiny", metrics_in(tmp_path), PAPER)["claims"][0]["verdict"] == claims.CONTRADICTED
 
 
 def test_report_files_state_the_rule_and_every_claim(tmp_path):
     write(tmp_path, "t2_baseline", 40, 41, 42)
     write(tmp_path, "t2_subnets", 44, 45, 46)
-    report = claims.build_claims("tiny", tmp_path)
-    md, js = tmp_path / "claims.md", tmp_path / "claims.json"
-    claims.write_claims(report, md, js)
-    text = md.read_text()
+    text, report = claims.generate_claims("tiny", PAPER, *metrics_in(tmp_path))
     assert "Verdict rule (fixed before the numbers were seen)" in text and "2 SE" in text
-    assert len([c for c in json.loads(js.read_text())["claims"]]) == 7
+    assert len(report["claims"]) == 7
     cells = md_cells(text)
     assert cells[0] == ["#", "Claim", "Rows compared", "Paper Δ PQ", "Reproduced Δ PQ ± SE", "Seeds", "Verdict"]
     # claim 1: no lambda rows -> one "—" line and the closing line; claim 2: diff 45 - 41 = +4.0,

@@ -6,9 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from kedro.io import DatasetError
 
 from spatialflow.errors import DataError
+from spatialflow.utils.yaml_io import read_yaml
+from spatialflow_repro.datasets import JSONFolderDataset, TextFolderDataset
 from spatialflow_repro.pipelines.tables import nodes
+
+PAPER_TABLES = Path(__file__).resolve().parents[1] / "src/spatialflow_repro/reference/paper_tables.yaml"
 
 RAN = "ResNet-18 @ 96 px stands for ResNet-50 @ 800 px"
 
@@ -30,6 +35,16 @@ def write_metrics(root: Path, row: str, per_seed: list[dict], profile: str = "ti
     (root / kind / f"{row}.json").write_text(json.dumps(data), encoding="utf-8")
 
 
+def metrics_in(root: Path) -> nodes.RowMetrics:
+    """The row metrics under ``root`` (``<root>/<kind>/<row>.json``), loaded as the catalog loads them."""
+    return nodes.RowMetrics(*(JSONFolderDataset(str(root / kind), allow_missing=True).load()
+                              for kind in ("lambda", "val", "testdev")))
+
+
+def write_tables(summary: dict, out: Path, paper: dict) -> None:
+    TextFolderDataset(str(out)).save(nodes.table_files(summary, paper))
+
+
 def md_cells(markdown: str) -> list[list[str]]:
     """The cells of the pipe table in ``markdown`` (header first, the |:---| rule left out), stripped."""
     rows = [line.strip("|").split(" | ") for line in markdown.splitlines() if line.startswith("| ")]
@@ -38,7 +53,7 @@ def md_cells(markdown: str) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def paper() -> dict:
-    return nodes.load_paper_tables()
+    return nodes.check_paper_tables(read_yaml(PAPER_TABLES))
 
 
 def test_table2_markdown_is_exact(tmp_path: Path, paper: dict) -> None:
@@ -52,7 +67,7 @@ def test_table2_markdown_is_exact(tmp_path: Path, paper: dict) -> None:
     # what the train pipeline writes for a row its profile skips
     (tmp_path / "val" / "t2_reg_stuff.json").write_text(json.dumps(
         {"row": "t2_reg_stuff", "profile": "tiny", "tables": [2], "skipped": "not run in profile tiny (...)"}))
-    table = nodes.build_table(2, paper, "tiny", tmp_path)
+    table = nodes.build_table(2, paper, "tiny", metrics_in(tmp_path))
     # baseline: 41.25 -> "41.2" (exact binary half, rounds to even); diff 41.2 - 39.7 = +1.5;
     # PQ_th 45.0 - 46.0 = -1.0; PQ_st 30.04 -> "30.0", 30.0 - 30.2 = -0.2
     # subnets: 41.0 - 40.3 = +0.7; 46.5 - 46.2 = +0.3; 31.0 - 31.4 = -0.4
@@ -82,7 +97,7 @@ def test_multi_seed_summary_values(tmp_path: Path, paper: dict) -> None:
     write_metrics(tmp_path, "t4_r50_600", [seed_entry(0, "a", 40.0, 45.0, 30.0),
                                             seed_entry(1, "b", 41.0, 45.0, 30.0),
                                             seed_entry(2, "c", 42.5, 45.0, 30.0)])
-    row = nodes.build_table(4, paper, "tiny", tmp_path)["rows"][0]
+    row = nodes.build_table(4, paper, "tiny", metrics_in(tmp_path))["rows"][0]
     assert row["labels"] == {"backbone": "ResNet-50", "size": 600}
     assert row["status"] == "reproduced" and row["seeds"] == [0, 1, 2]
     assert row["reproduced"]["pq"] == pytest.approx(41.1667, abs=1e-4)
@@ -95,7 +110,7 @@ def test_multi_seed_summary_values(tmp_path: Path, paper: dict) -> None:
 
 def test_table4_maps_r50_800_to_the_table2_spatialflow_row(tmp_path: Path, paper: dict) -> None:
     write_metrics(tmp_path, "t2_spatialflow", [seed_entry(0, "sf", 42.0, 47.0, 33.0)])
-    rows = nodes.build_table(4, paper, "tiny", tmp_path)["rows"]
+    rows = nodes.build_table(4, paper, "tiny", metrics_in(tmp_path))["rows"]
     assert [r["row"] for r in rows] == ["t4_r50_600", "t4_r101_600", "t2_spatialflow", "t4_r101_800"]
     assert [r["status"] for r in rows] == ["not_run", "not_run", "reproduced", "not_run"]
     assert rows[2]["labels"] == {"backbone": "ResNet-50", "size": 800}
@@ -106,7 +121,7 @@ def test_published_peer_rows_and_test_dev_submission(tmp_path: Path, paper: dict
                   kind="testdev")
     write_metrics(tmp_path, "t4_r101_800", [{"seed": 0, "mlflow_run_id": "r8"}], kind="testdev",
                   has_ground_truth=False, summary=None, submission="data/07_model_output/t4_r101_800/sub.zip")
-    table = nodes.build_table(5, paper, "tiny", tmp_path)
+    table = nodes.build_table(5, paper, "tiny", metrics_in(tmp_path))
     cells = md_cells(nodes.render_markdown(table))
     assert cells[1] == (["JSIS-Net", "ResNet-50", "400 x 400", "published"] + [""] * 5
                         + ["27.2", "29.6", "23.4", "71.9", "35.9"] + [""] * 7)
@@ -124,7 +139,7 @@ def test_published_peer_rows_and_test_dev_submission(tmp_path: Path, paper: dict
 
 
 def test_table7_peer_rows_and_missing_rows(tmp_path: Path, paper: dict) -> None:
-    table = nodes.build_table(7, paper, "coco", tmp_path)
+    table = nodes.build_table(7, paper, "coco", metrics_in(tmp_path))
     assert [r["labels"]["model"] for r in table["rows"]] == [
         "PanopticFPN-101", "AUNet-101", "TASCNet-101-COCO", "UPSNet-101-COCO-M",
         "SpatialFlow-101", "SpatialFlow-101-COCO-M"]
@@ -137,7 +152,7 @@ def test_table1_marks_selected_lambda_and_writes_csv(tmp_path: Path, paper: dict
     write_metrics(tmp_path, "t1_lambda_0_25", [seed_entry(0, "l25", 39.31, 45.0, 30.5)], kind="lambda")
     search = tmp_path / "lambda_search.json"
     search.write_text(json.dumps({"selected_lambda": 0.25, "metric": "pq", "candidates": []}))
-    summary = nodes.build_summary("tiny", paper, tmp_path, search)
+    summary = nodes.build_summary("tiny", paper, metrics_in(tmp_path), json.loads(search.read_text()))
     table = summary["tables"]["table1"]
     assert [r["selected"] for r in table["rows"]] == [False] * 5 + [True, False, False]
     md = nodes.render_markdown(table)
@@ -157,7 +172,7 @@ def test_table1_marks_selected_lambda_and_writes_csv(tmp_path: Path, paper: dict
 def test_latex_uses_booktabs_and_escapes(tmp_path: Path, paper: dict) -> None:
     write_metrics(tmp_path, "t2_subnets", [seed_entry(0, "b", 40.0, 46.0, 31.0), seed_entry(1, "c", 42.0, 47.0, 31.0)],
                   profile="my_profile")
-    tex = nodes.render_latex(nodes.build_table(2, paper, "my_profile", tmp_path))
+    tex = nodes.render_latex(nodes.build_table(2, paper, "my_profile", metrics_in(tmp_path)))
     assert r"\caption{Contribution of each component, COCO val, ResNet-50, 800px (profile: my\_profile)}" in tex
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert (r"+ stuff + mask sub-net & 41.0 $\pm$ 1.4 & 46.5 $\pm$ 0.7 & 31.0 $\pm$ 0.0 & 40.3 & 46.2 & 31.4"
@@ -174,9 +189,9 @@ def test_write_tables_is_byte_identical_on_rerun(tmp_path: Path, paper: dict) ->
     metrics_dir = tmp_path / "metrics"
     write_metrics(metrics_dir, "t2_baseline", [seed_entry(0, "a", 41.0, 45.0, 30.0)])
     out = tmp_path / "tables"
-    nodes.write_tables(nodes.build_summary("tiny", paper, metrics_dir, tmp_path / "absent.json"), out, paper)
+    write_tables(nodes.build_summary("tiny", paper, metrics_in(metrics_dir), None), out, paper)
     first = {p.name: p.read_bytes() for p in out.iterdir()}
-    nodes.write_tables(nodes.build_summary("tiny", paper, metrics_dir, tmp_path / "absent.json"), out, paper)
+    write_tables(nodes.build_summary("tiny", paper, metrics_in(metrics_dir), None), out, paper)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
     assert sorted(first) == sorted([f"table{n}.{ext}" for n in range(1, 8) for ext in ("md", "csv", "tex")]
                                    + ["index.md", "summary.json"])
@@ -189,25 +204,37 @@ def test_write_tables_is_byte_identical_on_rerun(tmp_path: Path, paper: dict) ->
     assert "No lambda search result yet." in first["table1.md"].decode()
 
 
-def test_bad_metrics_file_names_the_file(tmp_path: Path, paper: dict) -> None:
+def test_bad_metrics_name_the_file_or_the_row(tmp_path: Path, paper: dict) -> None:
     (tmp_path / "val").mkdir()
     bad = tmp_path / "val" / "t2_baseline.json"
     bad.write_text("{not json")
-    with pytest.raises(DataError, match="val/t2_baseline.json: not valid JSON"):
-        nodes.build_table(2, paper, "tiny", tmp_path)
+    with pytest.raises(DatasetError) as failed:  # Kedro wraps what a dataset raises; the cause names the file
+        metrics_in(tmp_path)
+    assert isinstance(failed.value.__cause__, DataError)
+    assert str(failed.value.__cause__).endswith("val/t2_baseline.json: not valid JSON (Expecting property name "
+                                                "enclosed in double quotes: line 1 column 2 (char 1))")
     bad.write_text(json.dumps({"profile": "tiny", "per_seed": [{"seed": 0, "metrics": {"All": {}}}]}))
-    with pytest.raises(DataError, match="t2_baseline.json: per_seed entry of seed 0 lacks"):
-        nodes.build_table(2, paper, "tiny", tmp_path)
+    with pytest.raises(DataError, match="val metrics of t2_baseline: per_seed entry of seed 0 lacks"):
+        nodes.build_table(2, paper, "tiny", metrics_in(tmp_path))
 
 
-def test_paper_tables_must_match_the_row_map(tmp_path: Path, paper: dict) -> None:
-    broken = {**paper, "table2": {"caption": "x", "rows": paper["table2"]["rows"][:5]}}
-    path = tmp_path / "paper.yaml"
-    import yaml
+def test_each_paper_row_names_our_row_or_is_published(paper: dict) -> None:
+    assert nodes.paper_rows(paper, 4) == ["t4_r50_600", "t4_r101_600", "t2_spatialflow", "t4_r101_800"]
+    assert nodes.paper_rows(paper, 6) == [None] * 5 + ["t6_r101_dcn"]
+    rows = [dict(r) for r in paper["table2"]["rows"]]
+    del rows[1]["row"]
+    with pytest.raises(DataError, match="table2 row 2: name the project row that reproduces it"):
+        nodes.check_paper_tables({**paper, "table2": {"caption": "x", "rows": rows}})
+    rows[1].update(row="t2_subnets", published=True)
+    with pytest.raises(DataError, match="table2 row 2: .* not both"):
+        nodes.check_paper_tables({**paper, "table2": {"caption": "x", "rows": rows}})
 
-    path.write_text(yaml.safe_dump(broken))
-    with pytest.raises(DataError, match="table2 must list 6 rows"):
-        nodes.load_paper_tables(path)
+
+def test_every_reproducing_row_is_a_row_of_params_yaml(paper: dict) -> None:
+    params = read_yaml(PAPER_TABLES.parents[3] / "params.yaml")
+    ours = {*params["lambda_rows"], *params["rows"], *params["pretrained_rows"]}
+    named = {row for n in nodes.table_numbers(paper) for row in nodes.paper_rows(paper, n) if row}
+    assert named == ours
 
 
 def box_fill_block(*pqs: float) -> dict:
@@ -228,7 +255,7 @@ def test_box_fill_column_in_tables_2_and_3_only_when_present(tmp_path: Path, pap
     # t2_subnets: one seed -> "41.5" (no spread shown); t2_reg_cls: box_fill null (main merge fills boxes)
     write_metrics(tmp_path, "t2_subnets", [seed_entry(0, "c", 41.0, 46.0, 31.0)], box_fill=box_fill_block(41.5))
     write_metrics(tmp_path, "t2_reg_cls", [seed_entry(0, "d", 41.0, 46.0, 31.0)], box_fill=None)
-    table = nodes.build_table(2, paper, "tiny", tmp_path)
+    table = nodes.build_table(2, paper, "tiny", metrics_in(tmp_path))
     assert table["box_fill"] is True
     assert table["rows"][0]["box_fill"] == {"pq": 43.0, "pq_std": pytest.approx(1.4142, abs=1e-4)}
     assert table["rows"][1]["box_fill"] == {"pq": 41.5, "pq_std": None}
@@ -251,15 +278,15 @@ def test_box_fill_column_in_tables_2_and_3_only_when_present(tmp_path: Path, pap
     write_metrics(tmp_path, "t3_baseline", [seed_entry(0, "e", 50.0, 45.0, 55.0)])
     write_metrics(tmp_path, "t2_spatialflow", [seed_entry(0, "f", 40.0, 45.0, 30.0)], box_fill=box_fill_block(1.0))
     for number in (3, 4):
-        table = nodes.build_table(number, paper, "tiny", tmp_path)
+        table = nodes.build_table(number, paper, "tiny", metrics_in(tmp_path))
         assert table["box_fill"] is False
         assert "PQ (box fill)" not in nodes.render_markdown(table)
         assert "box_fill" not in nodes.render_csv(table) and "Box fill" not in nodes.render_latex(table)
 
 
-def test_box_fill_block_without_all_pq_names_the_file(tmp_path: Path, paper: dict) -> None:
+def test_box_fill_block_without_all_pq_names_the_row(tmp_path: Path, paper: dict) -> None:
     block = box_fill_block(40.0)
     block["per_seed"][0]["metrics"] = {"All": {}}
     write_metrics(tmp_path, "t3_baseline", [seed_entry(0, "a", 50.0, 45.0, 55.0)], box_fill=block)
-    with pytest.raises(DataError, match="t3_baseline.json: box_fill entry of seed 0 lacks metrics All pq"):
-        nodes.build_table(3, paper, "tiny", tmp_path)
+    with pytest.raises(DataError, match="val metrics of t3_baseline: box_fill entry of seed 0 lacks metrics All pq"):
+        nodes.build_table(3, paper, "tiny", metrics_in(tmp_path))

@@ -10,7 +10,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from spatialflow.utils.yaml_io import read_yaml
 from spatialflow_repro.pipelines.tables import nodes
+from test_tables_nodes import PAPER_TABLES, metrics_in, write_tables
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "results.ipynb"
 
@@ -31,8 +33,9 @@ def test_results_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         "profile": "tiny", "ran": "tiny", "seeds": [0],
         "per_seed": [{"seed": 0, "mlflow_run_id": run.info.run_id, "metrics": metrics}]}))
     tables = tmp_path / "tables"
-    summary = nodes.build_summary("tiny", None, tmp_path / "metrics", tmp_path / "none.json")
-    nodes.write_tables(summary, tables)
+    paper = read_yaml(PAPER_TABLES)
+    summary = nodes.build_summary("tiny", paper, metrics_in(tmp_path / "metrics"), None)
+    write_tables(summary, tables, paper)
 
     monkeypatch.setenv("SPATIALFLOW_TABLES_DIR", str(tables))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

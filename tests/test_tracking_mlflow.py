@@ -85,7 +85,7 @@ def test_rejected_param_is_dropped_and_later_metrics_still_arrive(tmp_path):
     assert run.data.params["train.lr"] == "0.1" and run.data.metrics["loss/total"] == 1.5
 
 
-# ------------------------------------------------------------------ what the MLflow UI shows (issue 13)
+# ------------------------------------------------------------------ what the MLflow UI shows
 MICRO_PROFILE = {"name": "micro", "description": "micro: a few iterations per row"}
 MICRO_ROWS = {
     "t1_lambda_0_25": {"tables": [1], "dataset": "coco", "preset": "baseline", "backbone": "R50", "size": "600"},

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-#: Paper's figure to beat (one V100, 600x1000) and ours on a current GPU (issue 14).
+#: The paper's figure to beat (one V100, 600x1000), for ours on a current GPU.
 PAPER_IMAGES_PER_S = 10.0
 TARGET_IMAGES_PER_S = 20.0
 #: shapes-coco's categories (``spatialflow generate-synthetic``).

@@ -5,7 +5,7 @@ same padded batch: no detector can train faster than its backbone. Each repeat r
 model for ``--iters`` steps, interleaved (floor, baseline, spatialflow, floor, ...), so a busy neighbour
 slows all sides alike; the figure of each side is the minimum over repeats, and min / median / max are
 printed next to it, with the spread of the per-round ratios (``spatialflow.benchmarks.interleave``, shared
-with ``bench model`` and ``bench pq``). Targets (issue 10): baseline <= 2.5x the floor, full SpatialFlow <= 4x.
+with ``bench model`` and ``bench pq``). Targets: baseline <= 2.5x the floor, full SpatialFlow <= 4x.
 
 The batch is synthetic shapes-coco at the tiny profile's training size, through the real data pipeline
 (PanopticDataset, transforms, collate); the model widths default to the tiny profile's.

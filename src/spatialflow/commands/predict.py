@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     model, cfg, categories = load_trained_model(args.checkpoint, device=device)
     tta = TTA_PRESETS[args.tta] if args.tta else None
     t = cfg.data.transforms
-    min_size = t.min_size if isinstance(t.min_size, int) else max(t.min_size)
+    min_size = t.eval_min_size
     sizes = {"min_size": min_size, "max_size": t.max_size, "tta": tta, "device": device,
              "batch_size": args.batch_size}
     if args.image_json:

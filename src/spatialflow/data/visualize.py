@@ -62,3 +62,11 @@ def save_side_by_side(path: str | os.PathLike, panels: list[np.ndarray], scale: 
     if scale != 1:
         img = img.resize((width * scale, height * scale), Image.NEAREST)
     atomic_save_image(path, img)
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """A [0, 1] heat-map in the 'jet' colour map blended over an (H, W, 3) uint8 image."""
+    from matplotlib import colormaps
+
+    colors = colormaps["jet"](np.clip(heat, 0.0, 1.0))[..., :3] * 255.0
+    return np.clip((1 - alpha) * image.astype(np.float32) + alpha * colors + 0.5, 0, 255).astype(np.uint8)

@@ -75,6 +75,11 @@ class TransformConfig(_Config):
     flip: Fraction = 0.5
     scale_crop: ScaleCropConfig | None = None
 
+    @property
+    def eval_min_size(self) -> int:
+        """The shorter side evaluation resizes to: ``min_size``, the largest of a list."""
+        return self.min_size if isinstance(self.min_size, int) else max(self.min_size)
+
     @model_validator(mode="after")
     def _one_multiscale_mode(self) -> TransformConfig:
         if self.min_size_range is None:

@@ -41,5 +41,7 @@ def build_pipelines(params: dict | None = None) -> dict[str, Pipeline]:
     # disk, so they run after it by name (`kedro run --pipeline tables`), as their DVC stages do.
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     pipelines["tables"] = tables.create_pipeline()
-    pipelines["figures"] = figures.create_pipeline()
+    compared = params.get("figures") or {}
+    pipelines["figures"] = figures.create_pipeline(compared.get("baseline_row", "t2_baseline"),
+                                                   compared.get("spatialflow_row", "t2_spatialflow"))
     return pipelines

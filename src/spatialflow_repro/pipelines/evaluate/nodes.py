@@ -7,7 +7,7 @@ settings or code change, and a retrained row re-runs them through its checkpoint
 
 Where the split has ground truth, every checkpoint is also evaluated with the authors' box-fill merge
 (``using_bbox=True, bbox_overlap_thr=0.5``), reported in the metrics' ``box_fill`` block next to the
-unchanged main keys (issue 12, item 6): no training and no second forward pass, the same detections, masks
+unchanged main keys: no training and no second forward pass, the same detections, masks
 and stuff are merged twice.
 """
 
@@ -75,7 +75,7 @@ def evaluate_checkpoint(final_model: str, split_role: str, out_dir: Path, tta: d
     if split is None:
         raise ConfigError(f"{final_model}: its config has no '{split_role}' split to evaluate")
     sizes = cfg.data.transforms
-    min_size = sizes.min_size if isinstance(sizes.min_size, int) else max(sizes.min_size)
+    min_size = sizes.eval_min_size
     tta_config = None if tta is None else TTAConfig(scales=[tuple(s) for s in tta["scales"]], flip=bool(tta["flip"]))
     if split.png_dir is not None:
         merges = {name: inference_config({"merge": values}).merge for name, values in (extra_merges or {}).items()}

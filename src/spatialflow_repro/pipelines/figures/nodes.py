@@ -1,10 +1,10 @@
 """The paper's figures, regenerated: Table 1's lambda curve, panoptic overlays (Figures 5-6) and CAM
 heat-maps of the cls and stuff heads (Figure 4), each baseline vs SpatialFlow.
 
-Everything lands in ``data/08_reporting/figures/`` as small PNGs; ``data/08_reporting/lambda_curve.csv``
-feeds the DVC plot. Which rows are compared and on how many val images: ``params.yaml`` ``figures``.
-A figure whose inputs do not exist in the active profile is written as a placeholder PNG that says so,
-so every DVC output always exists.
+Every figure lands in the catalog's ``figures_folder`` as a small PNG (the panoptic overlays are also
+logged to the compared rows' MLflow runs); the lambda curve's points also as CSV (a DVC plot). Which rows
+are compared and on how many val images: ``params.yaml`` ``figures``. A figure whose inputs do not exist
+in the active profile is written as a placeholder PNG that says so, so every DVC output always exists.
 """
 
 from __future__ import annotations
@@ -19,36 +19,22 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from spatialflow.data.coco_panoptic import load_panoptic_json, read_image, read_panoptic_png
-from spatialflow.data.visualize import panoptic_overlay
+from spatialflow.data.visualize import heatmap_overlay, panoptic_overlay
 from spatialflow.errors import DataError
-from spatialflow.utils.atomic import atomic_save_image, atomic_write_text
+from spatialflow.inference.cam import cam_heatmaps
+from spatialflow.utils.atomic import atomic_save_image
 from spatialflow_repro import tracking
-from spatialflow_repro.pipelines.tables.nodes import (
-    LAMBDA_SEARCH_FILE,
-    METRICS_DIR,
-    REPORTING_DIR,
-    build_table,
-    load_paper_tables,
-    metrics_file,
-    read_metrics,
-)
+from spatialflow_repro.pipelines.tables.nodes import RowMetrics, build_table, check_paper_tables, selected_lambda
 
 log = logging.getLogger(__name__)
 
-FIGURES_DIR = REPORTING_DIR / "figures"
-LAMBDA_CURVE_CSV = REPORTING_DIR / "lambda_curve.csv"  # a DVC plot (dvc.yaml)
-DATASETS_MANIFEST = Path("data/03_primary/datasets.json")  # written by the data_prep pipeline
-MODELS_DIR = Path("data/06_models")  # <row>/training.json: final_model per seed
-MODEL_OUTPUT_DIR = Path("data/07_model_output")  # <row>/val_predictions/seed<n>/
 NUM_IMAGES = 4  # val images per figure (the first ones by image id, the same in every figure)
 PANEL_SIZE = (96, 128)  # (height, width) of one grid cell
 GAP = 4
 TITLE_HEIGHT = 14
-CAM_ALPHA = 0.5
 
 
 # ---------------------------------------------------------------------------------- lambda curve
@@ -102,18 +88,13 @@ def plot_lambda_curve(table1: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_save_image(path, Image.open(buffer))
 
 
-def draw_lambda_curve(profile: str) -> dict[str, Any]:
-    """Kedro node: ``lambda_curve.csv`` and ``figures/lambda_curve.png`` from Table 1's rows."""
-    table1 = build_table(1, load_paper_tables(), profile, METRICS_DIR, _selected_lambda())
-    points = lambda_curve_points(table1)
-    atomic_write_text(LAMBDA_CURVE_CSV, lambda_curve_csv(points))
-    plot_lambda_curve(table1, FIGURES_DIR / "lambda_curve.png")
-    return {"profile": profile, "points": points}
-
-
-def _selected_lambda() -> float | None:
-    search = read_metrics(LAMBDA_SEARCH_FILE)
-    return None if search is None else search.get("selected_lambda")
+def draw_lambda_curve(profile: str, paper: dict[str, Any], lambda_metrics: dict[str, dict],
+                      lambda_search: dict[str, Any] | None, figures_folder: str) -> str:
+    """Kedro node: ``lambda_curve.png`` in the figures folder from Table 1's rows; returns the points as CSV."""
+    metrics = RowMetrics(lambda_metrics, {}, {})
+    table1 = build_table(1, check_paper_tables(paper), profile, metrics, selected_lambda(lambda_search))
+    plot_lambda_curve(table1, Path(figures_folder) / "lambda_curve.png")
+    return lambda_curve_csv(lambda_curve_points(table1))
 
 
 # -------------------------------------------------------------------------------------- image grid
@@ -199,9 +180,9 @@ def overlay_rows(gt_split: dict[str, str], predictions: Sequence[tuple[str | os.
     return rows
 
 
-def row_val_metrics(row: str, profile: str) -> dict | None:
+def row_val_metrics(val_metrics: dict[str, dict], row: str, profile: str) -> dict | None:
     """A row's val metrics if it ran in ``profile`` (None when absent, skipped or of another profile)."""
-    metrics = read_metrics(metrics_file(2, row))  # the val metrics of Tables 2-7 rows
+    metrics = val_metrics.get(row)
     if not metrics or metrics.get("skipped") or metrics.get("profile") != profile:
         return None
     return metrics
@@ -210,11 +191,10 @@ def row_val_metrics(row: str, profile: str) -> dict | None:
 PREDICTION_NAMES = (("panoptic_pred.json", "panoptic_pred"), ("panoptic.json", "panoptic"))
 
 
-def prediction_folder(metrics: dict, row: str) -> tuple[Path, Path] | None:
+def prediction_folder(metrics: dict) -> tuple[Path, Path] | None:
     """(JSON, PNG folder) of a row's first-seed val predictions (``spatialflow.inference.evaluate``'s
-    ``panoptic_pred.json`` + ``panoptic_pred/``), or None if there are none."""
+    ``panoptic_pred.json`` + ``panoptic_pred/``, as its metrics record them), or None if there are none."""
     folders = [Path(s["predictions"]) for s in metrics.get("per_seed", []) if s.get("predictions")]
-    folders += sorted((MODEL_OUTPUT_DIR / row / "val_predictions").glob("seed*"))
     for folder in folders:
         for json_name, png_name in PREDICTION_NAMES:
             if (folder / json_name).is_file():
@@ -223,29 +203,30 @@ def prediction_folder(metrics: dict, row: str) -> tuple[Path, Path] | None:
     return None
 
 
-def val_split(metrics: dict) -> dict | None:
+def val_split(manifest: dict | None, metrics: dict) -> dict | None:
     """The GT val split ({json, png_dir, image_dir}) of the row's dataset, from the data manifest."""
-    manifest = read_metrics(DATASETS_MANIFEST) or {}
-    return (manifest.get(metrics.get("dataset")) or {}).get("splits", {}).get("val")
+    return ((manifest or {}).get(metrics.get("dataset")) or {}).get("splits", {}).get("val")
 
 
-def _compared(profile: str, figures: dict) -> tuple[list[str], list[dict], dict] | None:
+def _compared(profile: str, figures: dict, manifest: dict | None,
+              val_metrics: dict[str, dict]) -> tuple[list[str], list[dict], dict] | None:
     """([baseline row, SpatialFlow row], their val metrics, the GT val split) if both ran in ``profile``."""
     rows = [figures["baseline_row"], figures["spatialflow_row"]]
-    metrics = [row_val_metrics(r, profile) for r in rows]
+    metrics = [row_val_metrics(val_metrics, r, profile) for r in rows]
     if not all(metrics):
         return None
-    split = val_split(metrics[0])
+    split = val_split(manifest, metrics[0])
     return (rows, metrics, split) if split else None
 
 
-def draw_panoptic_overlays(profile: str, figures: dict) -> dict[str, Any]:
-    """Kedro node: ``figures/panoptic_overlays.png``: image | GT | baseline | SpatialFlow per val image.
+def draw_panoptic_overlays(profile: str, figures: dict, manifest: dict | None, val_metrics: dict[str, dict],
+                           figures_folder: str) -> dict[str, Any]:
+    """Kedro node: ``panoptic_overlays.png``: image | GT | baseline | SpatialFlow per val image.
 
     ``figures``: params.yaml's {baseline_row, spatialflow_row, num_images}."""
-    path = FIGURES_DIR / "panoptic_overlays.png"
-    compared = _compared(profile, figures)
-    folders = compared and [prediction_folder(m, r) for r, m in zip(compared[0], compared[1])]
+    path = Path(figures_folder) / "panoptic_overlays.png"
+    compared = _compared(profile, figures, manifest, val_metrics)
+    folders = compared and [prediction_folder(m) for m in compared[1]]
     if not compared or not all(folders):
         log.info("panoptic overlays: %s / %s have no val predictions in profile %s; writing a placeholder",
                  figures["baseline_row"], figures["spatialflow_row"], profile)
@@ -262,51 +243,6 @@ def draw_panoptic_overlays(profile: str, figures: dict) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ CAM heat-maps
 
 
-def cam_heatmaps(model: torch.nn.Module, images: Sequence[torch.Tensor]) -> list[dict[str, np.ndarray]]:
-    """Per image, (H, W) float maps in [0, 1] at the image's size:
-
-    ``cls``: the highest class probability over all anchors and thing classes at P3 (sigmoid of the cls
-    head's first, stride-8 output); ``stuff``: the highest stuff-class probability of the stuff head
-    (softmax, without the 'other' class that stands for things). Read with forward hooks on
-    ``model.cls_head.conv`` and ``model.stuff_head``; the model is left as it was.
-    """
-    captured: dict[str, torch.Tensor] = {}
-
-    def keep_first(name: str):
-        def hook(module, inputs, output) -> None:
-            captured.setdefault(name, output.detach().float())
-        return hook
-
-    handles = [model.cls_head.conv.register_forward_hook(keep_first("cls")),
-               model.stuff_head.register_forward_hook(keep_first("stuff"))]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            run = getattr(model, "raw_outputs", model)  # the network without NMS / merge where available
-            run(list(images))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    stuff = captured["stuff"].softmax(dim=1)[:, :-1].amax(dim=1, keepdim=True)  # (B, 1, H_pad, W_pad)
-    cls = captured["cls"].sigmoid().amax(dim=1, keepdim=True)  # (B, 1, H_pad / 8, W_pad / 8)
-    cls = F.interpolate(cls, size=stuff.shape[-2:], mode="bilinear", align_corners=False)
-    maps = []
-    for i, img in enumerate(images):
-        h, w = img.shape[-2:]
-        maps.append({"cls": cls[i, 0, :h, :w].cpu().numpy(), "stuff": stuff[i, 0, :h, :w].cpu().numpy()})
-    return maps
-
-
-def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = CAM_ALPHA) -> np.ndarray:
-    """A [0, 1] heat-map in the 'jet' colour map blended over an (H, W, 3) uint8 image."""
-    from matplotlib import colormaps
-
-    colors = colormaps["jet"](np.clip(heat, 0.0, 1.0))[..., :3] * 255.0
-    return np.clip((1 - alpha) * image.astype(np.float32) + alpha * colors + 0.5, 0, 255).astype(np.uint8)
-
-
 def cam_rows(models: Sequence[torch.nn.Module], images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
     """Per image: image | cls of each model | stuff of each model (heat-maps over the image)."""
     tensors = [torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0 for img in images]
@@ -316,9 +252,8 @@ def cam_rows(models: Sequence[torch.nn.Module], images: Sequence[np.ndarray]) ->
             for i, img in enumerate(images)]
 
 
-def final_model_path(row: str) -> Path | None:
-    """The first seed's final checkpoint of a trained row (from ``data/06_models/<row>/training.json``)."""
-    training = read_metrics(MODELS_DIR / row / "training.json")
+def final_model_path(training: dict | None) -> Path | None:
+    """The first seed's final checkpoint of a trained row (from its ``training.json``)."""
     seeds = (training or {}).get("seeds") or []
     path = seeds[0].get("final_model") if seeds else None
     return Path(path) if path and Path(path).is_file() else None
@@ -329,19 +264,20 @@ def _eval_image(image: np.ndarray, cfg: Any) -> np.ndarray:
     from spatialflow.inference.predict import resized_size
 
     t = cfg.data.transforms
-    short = t.min_size if isinstance(t.min_size, int) else max(t.min_size)
-    h, w = resized_size(image.shape[:2], short, t.max_size)
+    h, w = resized_size(image.shape[:2], t.eval_min_size, t.max_size)
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
 
-def draw_cam_heatmaps(profile: str, figures: dict) -> dict[str, Any]:
-    """Kedro node: ``figures/cam_heatmaps.png``: image | cls baseline | cls SpatialFlow | stuff baseline |
+def draw_cam_heatmaps(profile: str, figures: dict, manifest: dict | None, val_metrics: dict[str, dict],
+                      baseline_training: dict | None, spatialflow_training: dict | None,
+                      figures_folder: str) -> dict[str, Any]:
+    """Kedro node: ``cam_heatmaps.png``: image | cls baseline | cls SpatialFlow | stuff baseline |
     stuff SpatialFlow, per val image (paper Figure 4)."""
     from spatialflow.engine.trainer import load_trained_model
 
-    path = FIGURES_DIR / "cam_heatmaps.png"
-    compared = _compared(profile, figures)
-    checkpoints = compared and [final_model_path(r) for r in compared[0]]
+    path = Path(figures_folder) / "cam_heatmaps.png"
+    compared = _compared(profile, figures, manifest, val_metrics)
+    checkpoints = compared and [final_model_path(t) for t in (baseline_training, spatialflow_training)]
     if not compared or not all(checkpoints):
         log.info("CAM heat-maps: %s / %s have no checkpoints in profile %s; writing a placeholder",
                  figures["baseline_row"], figures["spatialflow_row"], profile)

@@ -12,7 +12,8 @@ The rule is fixed here, in code, before any number is seen, and applied to whate
   (1.0 and 0.1): reproduced when it beats both by more than 2 SE, contradicted when an end beats every
   interior lambda by more than 2 SE, otherwise not resolved.
 
-Output: ``data/08_reporting/claims.md`` and ``claims.json`` (byte-identical for the same metrics).
+Claims name the paper's rows (table, row index); ``paper_tables`` says which project row reproduces each.
+Output: the report as markdown and as JSON (byte-identical for the same metrics).
 """
 
 from __future__ import annotations
@@ -20,22 +21,19 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from spatialflow.utils.atomic import atomic_write_json, atomic_write_text
 from spatialflow_repro.pipelines.tables.nodes import (
-    REPORTING_DIR,
-    load_paper_tables,
-    metrics_file,
-    read_metrics,
+    RowMetrics,
+    check_paper_tables,
+    check_profile,
+    paper_rows,
+    row_metrics_of,
     seed_metrics,
 )
 
-CLAIMS_MD = REPORTING_DIR / "claims.md"
-CLAIMS_JSON = REPORTING_DIR / "claims.json"
 Z = 2.0  # standard errors a difference must exceed to count
 METRIC = "pq"
 REPRODUCED, CONTRADICTED, UNRESOLVED, MISSING = ("reproduced", "contradicted", "not resolved at this scale",
@@ -50,11 +48,11 @@ RULE = (f"A claim compares mean {METRIC.upper()} over seeds. diff = mean(better 
 
 @dataclass(frozen=True)
 class Comparison:
-    """``better`` should beat ``worse`` (table numbers say where each row's metrics live)."""
+    """The paper's row ``better`` should beat its row ``worse``: (table number, row index from 0)."""
 
     label: str
-    better: tuple[int, str]  # (table, row)
-    worse: tuple[int, str]
+    better: tuple[int, int]
+    worse: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -67,39 +65,27 @@ class Claim:
 CLAIMS: tuple[Claim, ...] = (
     Claim(1, "Table 1 has an interior optimum of the stuff-loss weight lambda", ()),  # special rule
     Claim(2, "The stuff and mask sub-networks help (Table 2, row 2 vs row 1)",
-          (Comparison("+ sub-nets vs baseline", (2, "t2_subnets"), (2, "t2_baseline")),)),
+          (Comparison("+ sub-nets vs baseline", (2, 1), (2, 0)),)),
     Claim(3, "Each spatial flow adds to the one before (Table 2, rows 3-6, each vs the previous)",
-          (Comparison("+ reg-cls flow", (2, "t2_reg_cls"), (2, "t2_subnets")),
-           Comparison("+ reg-stuff flow", (2, "t2_reg_stuff"), (2, "t2_reg_cls")),
-           Comparison("+ reg-mask flow", (2, "t2_reg_mask"), (2, "t2_reg_stuff")),
-           Comparison("+ stuff-mask flow", (2, "t2_spatialflow"), (2, "t2_reg_mask")))),
+          (Comparison("+ reg-cls flow", (2, 2), (2, 1)),
+           Comparison("+ reg-stuff flow", (2, 3), (2, 2)),
+           Comparison("+ reg-mask flow", (2, 4), (2, 3)),
+           Comparison("+ stuff-mask flow", (2, 5), (2, 4)))),
     Claim(4, "Full SpatialFlow beats the baseline on COCO-like (Table 2) and Cityscapes-like (Table 3) data",
-          (Comparison("COCO-like", (2, "t2_spatialflow"), (2, "t2_baseline")),
-           Comparison("Cityscapes-like", (3, "t3_spatialflow"), (3, "t3_baseline")))),
+          (Comparison("COCO-like", (2, 5), (2, 0)),
+           Comparison("Cityscapes-like", (3, 5), (3, 0)))),
     Claim(5, "The deeper backbone and the larger image size help (Table 4)",
-          (Comparison("R101 vs R50 at 600", (4, "t4_r101_600"), (4, "t4_r50_600")),
-           Comparison("R101 vs R50 at 800", (4, "t4_r101_800"), (4, "t2_spatialflow")),
-           Comparison("800 vs 600 with R50", (4, "t2_spatialflow"), (4, "t4_r50_600")),
-           Comparison("800 vs 600 with R101", (4, "t4_r101_800"), (4, "t4_r101_600")))),
+          (Comparison("R101 vs R50 at 600", (4, 1), (4, 0)),
+           Comparison("R101 vs R50 at 800", (4, 3), (4, 2)),
+           Comparison("800 vs 600 with R50", (4, 2), (4, 0)),
+           Comparison("800 vs 600 with R101", (4, 3), (4, 1)))),
     Claim(6, "Deformable convolutions + multi-scale testing help on test-dev (Table 6 vs Table 5)",
-          (Comparison("R101-DCN + TTA vs R101 @ 800", (6, "t6_r101_dcn"), (5, "t4_r101_800")),)),
+          (Comparison("R101-DCN + TTA vs R101 @ 800", (6, 5), (5, 5)),)),
     Claim(7, "COCO pretraining (+ multi-scale testing, '-COCO-M') helps on Cityscapes (Table 7)",
-          (Comparison("-COCO-M vs from ImageNet", (7, "t7_r101_coco"), (7, "t7_r101")),)),
+          (Comparison("-COCO-M vs from ImageNet", (7, 5), (7, 4)),)),
 )
 CLAIMS_COLUMNS = ("#", "Claim", "Rows compared", "Paper Δ PQ", "Reproduced Δ PQ ± SE", "Seeds", "Verdict")
-LAMBDA_ROWS = ("t1_lambda_1_00", "t1_lambda_0_75", "t1_lambda_0_50", "t1_lambda_0_40",
-               "t1_lambda_0_30", "t1_lambda_0_25", "t1_lambda_0_20", "t1_lambda_0_10")
-POOLED_FROM = {"coco": (2, ("t2_baseline", "t2_subnets", "t2_reg_cls", "t2_reg_stuff", "t2_reg_mask",
-                            "t2_spatialflow")),
-               "cityscapes": (3, ("t3_baseline", "t3_subnets", "t3_reg_cls", "t3_reg_stuff", "t3_reg_mask",
-                                  "t3_spatialflow"))}
-PAPER_ROW_INDEX = {
-    (2, "t2_baseline"): 0, (2, "t2_subnets"): 1, (2, "t2_reg_cls"): 2, (2, "t2_reg_stuff"): 3,
-    (2, "t2_reg_mask"): 4, (2, "t2_spatialflow"): 5,
-    (3, "t3_baseline"): 0, (3, "t3_spatialflow"): 5,
-    (4, "t4_r50_600"): 0, (4, "t4_r101_600"): 1, (4, "t2_spatialflow"): 2, (4, "t4_r101_800"): 3,
-    (5, "t4_r101_800"): 5, (6, "t6_r101_dcn"): 5, (7, "t7_r101"): 4, (7, "t7_r101_coco"): 5,
-}
+POOLED_FROM_TABLE = {"coco": 2, "cityscapes": 3}  # single-seed rows borrow these tables' seed spread
 
 
 @dataclass(frozen=True)
@@ -117,13 +103,14 @@ class RowStats:
         return statistics.fmean(self.values)
 
 
-def row_stats(table: int, row: str, metrics_dir: Path) -> RowStats | None:
-    path = metrics_file(table, row, metrics_dir)
-    metrics = read_metrics(path)
-    if metrics is None or metrics.get("skipped") or not metrics.get("has_ground_truth", True):
+def row_stats(table: int, row: str | None, metrics: RowMetrics) -> RowStats | None:
+    if row is None:
         return None
-    values = tuple(float(v[METRIC]) for v in seed_metrics(metrics, path))
-    return RowStats(row, values, metrics.get("dataset"))
+    row_metrics, source = row_metrics_of(metrics, table, row)
+    if row_metrics is None or row_metrics.get("skipped") or not row_metrics.get("has_ground_truth", True):
+        return None
+    values = tuple(float(v[METRIC]) for v in seed_metrics(row_metrics, source))
+    return RowStats(row, values, row_metrics.get("dataset"))
 
 
 def pooled_std(rows: list[RowStats]) -> float | None:
@@ -163,20 +150,14 @@ def compare(a: RowStats, b: RowStats, pooled: dict[str, float | None]) -> dict[s
             "uses_pooled_spread": a.n < 2 or b.n < 2}
 
 
-def _paper_value(paper: dict, table: int, row: str) -> float | None:
-    index = PAPER_ROW_INDEX.get((table, row))
-    if index is None:
-        return None
-    return paper[f"table{table}"]["rows"][index].get(METRIC)
-
-
-def _claim1(metrics_dir: Path, pooled: dict[str, float | None], paper: dict) -> dict[str, Any]:
-    stats = {row: row_stats(1, row, metrics_dir) for row in LAMBDA_ROWS}
-    lambdas = {row: float(p["lambda"]) for row, p in zip(LAMBDA_ROWS, paper["table1"]["rows"])}
-    paper_pq = {row: p[METRIC] for row, p in zip(LAMBDA_ROWS, paper["table1"]["rows"])}
+def _claim1(metrics: RowMetrics, pooled: dict[str, float | None], paper: dict) -> dict[str, Any]:
+    rows = paper_rows(paper, 1)
+    stats = {row: row_stats(1, row, metrics) for row in rows}
+    lambdas = {row: float(p["lambda"]) for row, p in zip(rows, paper["table1"]["rows"])}
+    paper_pq = {row: p[METRIC] for row, p in zip(rows, paper["table1"]["rows"])}
     if any(s is None for s in stats.values()):
         return {"number": 1, "text": CLAIMS[0].text, "verdict": MISSING, "comparisons": []}
-    ends, interior = (LAMBDA_ROWS[0], LAMBDA_ROWS[-1]), LAMBDA_ROWS[1:-1]
+    ends, interior = (rows[0], rows[-1]), rows[1:-1]
     best = max(interior, key=lambda r: stats[r].mean)
     comparisons = []
     for end in ends:
@@ -191,7 +172,7 @@ def _claim1(metrics_dir: Path, pooled: dict[str, float | None], paper: dict) -> 
     else:
         overall = UNRESOLVED
     return {"number": 1, "text": CLAIMS[0].text, "verdict": overall, "comparisons": comparisons,
-            "pq_by_lambda": {f"{lambdas[r]:g}": round(stats[r].mean, 2) for r in LAMBDA_ROWS}}
+            "pq_by_lambda": {f"{lambdas[r]:g}": round(stats[r].mean, 2) for r in rows}}
 
 
 def _overall(verdicts: list[str]) -> str:
@@ -205,21 +186,22 @@ def _overall(verdicts: list[str]) -> str:
     return UNRESOLVED
 
 
-def build_claims(profile: str, metrics_dir: str | Path, paper: dict | None = None) -> dict[str, Any]:
+def build_claims(profile: str, metrics: RowMetrics, paper: dict) -> dict[str, Any]:
     """Every claim with its comparisons and verdict (see the module docstring for the rule)."""
-    paper = paper if paper is not None else load_paper_tables()
-    metrics_dir = Path(metrics_dir)
     pooled = {}
-    for dataset, (table, rows) in POOLED_FROM.items():
-        found = [s for s in (row_stats(table, r, metrics_dir) for r in rows) if s is not None]
+    for dataset, table in POOLED_FROM_TABLE.items():
+        found = [s for s in (row_stats(table, r, metrics) for r in paper_rows(paper, table)) if s is not None]
         pooled[dataset] = pooled_std(found)
-    claims = [_claim1(metrics_dir, pooled, paper)]
+    claims = [_claim1(metrics, pooled, paper)]
     for claim in CLAIMS[1:]:
         comparisons = []
         for comp in claim.comparisons:
-            a, b = row_stats(*comp.better, metrics_dir), row_stats(*comp.worse, metrics_dir)
-            pa, pb = _paper_value(paper, *comp.better), _paper_value(paper, *comp.worse)
-            entry = {"label": comp.label, "better": comp.better[1], "worse": comp.worse[1],
+            (ta, ia), (tb, ib) = comp.better, comp.worse
+            better, worse = paper_rows(paper, ta)[ia], paper_rows(paper, tb)[ib]
+            a, b = row_stats(ta, better, metrics), row_stats(tb, worse, metrics)
+            pa = paper[f"table{ta}"]["rows"][ia].get(METRIC)
+            pb = paper[f"table{tb}"]["rows"][ib].get(METRIC)
+            entry = {"label": comp.label, "better": better, "worse": worse,
                      "paper_diff": None if pa is None or pb is None else round(pa - pb, 2)}
             if a is None or b is None:
                 entry["verdict"] = MISSING
@@ -268,15 +250,9 @@ def render_claims(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_claims(report: dict[str, Any], md_path: Path = CLAIMS_MD, json_path: Path = CLAIMS_JSON) -> None:
-    atomic_write_text(md_path, render_claims(report))
-    atomic_write_json(json_path, report)
-
-
-def generate_claims(profile: str) -> dict[str, Any]:
-    """Kedro node: the claims report from the row metrics on disk (``claims.md`` + ``claims.json``)."""
-    from spatialflow_repro.pipelines.tables.nodes import METRICS_DIR
-
-    report = build_claims(profile, METRICS_DIR)
-    write_claims(report)
-    return report
+def generate_claims(profile: str, paper: dict[str, Any], lambda_metrics: dict[str, dict],
+                    val_metrics: dict[str, dict], testdev_metrics: dict[str, dict]) -> tuple[str, dict[str, Any]]:
+    """Kedro node: the claims report from the row metrics -> (markdown, the report as data)."""
+    metrics = RowMetrics(lambda_metrics, val_metrics, testdev_metrics)
+    report = build_claims(check_profile(profile), metrics, check_paper_tables(paper))
+    return render_claims(report), report

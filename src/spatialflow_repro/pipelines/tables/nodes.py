@@ -1,55 +1,55 @@
 """Tables 1-7 of the paper, regenerated side by side with the published numbers.
 
-Input: one metrics JSON per trained row, written by the train / evaluate pipelines:
-``data/08_reporting/metrics/lambda/<row>.json`` (Table 1), ``metrics/val/<row>.json`` (Tables 2-4, 7) and
-``metrics/testdev/<row>.json`` (Tables 5-6); Table 1's ``data/08_reporting/lambda_search.json`` and the
-published numbers in ``spatialflow_repro/reference/paper_tables.yaml``.
-Output: ``data/08_reporting/tables/table<n>.{md,csv,tex}``, ``index.md`` and ``summary.json``; every file
-is byte-identical across reruns with the same inputs (no dates, fixed order).
+Inputs (all from the Kedro catalog): the published numbers (``paper_tables``, which also maps each row of
+the paper to the project row that reproduces it), the row metrics of each kind (``lambda``: Table 1 on val,
+``val``: Tables 2-4 and 7, ``testdev``: Tables 5-6; one JSON per row) and Table 1's lambda search.
+Output: ``table<n>.{md,csv,tex}``, ``index.md`` and ``summary.json`` as one folder of text files; every
+file is byte-identical across reruns with the same inputs (no dates, fixed order).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
-import yaml
 
 from spatialflow.errors import ConfigError, DataError
-from spatialflow.utils.atomic import atomic_write_json, atomic_write_text
 
-REPORTING_DIR = Path("data/08_reporting")
-METRICS_DIR = REPORTING_DIR / "metrics"  # lambda/<row>.json, val/<row>.json, testdev/<row>.json
-TABLES_DIR = REPORTING_DIR / "tables"
-LAMBDA_SEARCH_FILE = REPORTING_DIR / "lambda_search.json"
-
-PUBLISHED = None  # a published peer row of the paper (no reproduction)
-
-# Our training rows -> the paper's rows, in the paper's order (one entry per row of paper_tables.yaml).
-PAPER_ROWS: dict[int, tuple[str | None, ...]] = {
-    1: ("t1_lambda_1_00", "t1_lambda_0_75", "t1_lambda_0_50", "t1_lambda_0_40",
-        "t1_lambda_0_30", "t1_lambda_0_25", "t1_lambda_0_20", "t1_lambda_0_10"),
-    2: ("t2_baseline", "t2_subnets", "t2_reg_cls", "t2_reg_stuff", "t2_reg_mask", "t2_spatialflow"),
-    3: ("t3_baseline", "t3_subnets", "t3_reg_cls", "t3_reg_stuff", "t3_reg_mask", "t3_spatialflow"),
-    4: ("t4_r50_600", "t4_r101_600", "t2_spatialflow", "t4_r101_800"),  # (R50,600) (R101,600) (R50,800) (R101,800)
-    5: (PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, "t4_r101_600", "t4_r101_800"),
-    6: (PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, "t6_r101_dcn"),
-    7: (PUBLISHED, PUBLISHED, PUBLISHED, PUBLISHED, "t7_r101", "t7_r101_coco"),
-}
 TESTDEV_TABLES = frozenset({5, 6})  # these read the test-dev metrics
 BOX_FILL_TABLES = frozenset({2, 3})  # these show "PQ (box fill)" when a row's metrics carry a box_fill block
 
 
-def metrics_file(number: int, row: str, metrics_dir: str | os.PathLike = METRICS_DIR) -> Path:
-    """Where the metrics of ``row`` for Table ``number`` live (lambda / val / testdev sub-folder)."""
-    kind = "lambda" if number == 1 else "testdev" if number in TESTDEV_TABLES else "val"
-    return Path(metrics_dir) / kind / f"{row}.json"
+class RowMetrics(NamedTuple):
+    """Every row's metrics JSON by kind: ``{row: metrics}`` for Table 1 (``lambda``), val and test-dev."""
+
+    lambda_search: dict[str, dict]
+    val: dict[str, dict]
+    testdev: dict[str, dict]
+
+
+def metrics_kind(number: int) -> str:
+    """Which metrics a table reads: ``lambda`` (Table 1), ``testdev`` (Tables 5-6) or ``val``."""
+    return "lambda" if number == 1 else "testdev" if number in TESTDEV_TABLES else "val"
+
+
+def row_metrics_of(metrics: RowMetrics, number: int, row: str) -> tuple[dict | None, str]:
+    """A row's metrics for Table ``number`` (None if it has none) and a name for messages."""
+    kind = metrics_kind(number)
+    by_row = metrics.lambda_search if kind == "lambda" else getattr(metrics, kind)
+    return by_row.get(row), f"{kind} metrics of {row}"
+
+
+def table_numbers(paper: dict[str, Any]) -> list[int]:
+    """The paper's table numbers, in order (``table<n>`` keys of ``paper_tables``)."""
+    return sorted(int(key.removeprefix("table")) for key in paper if key.startswith("table"))
+
+
+def paper_rows(paper: dict[str, Any], number: int) -> list[str | None]:
+    """The project row reproducing each row of Table ``number`` (None for a published peer row)."""
+    return [published.get("row") for published in paper[f"table{number}"]["rows"]]
 
 
 @dataclass(frozen=True)
@@ -82,52 +82,32 @@ def metric_columns(table: int) -> tuple[Column, ...]:
 # ------------------------------------------------------------------------------------------- inputs
 
 
-def load_paper_tables(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The published numbers (``reference/paper_tables.yaml`` of this package unless ``path`` is given)."""
-    if path is None:
-        text = resources.files("spatialflow_repro").joinpath("reference", "paper_tables.yaml").read_text("utf-8")
-        source: str | os.PathLike = "spatialflow_repro/reference/paper_tables.yaml"
-    else:
-        text, source = Path(path).read_text(encoding="utf-8"), path
-    try:
-        paper = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DataError(source, f"not valid YAML ({exc})") from None
-    for number, rows in PAPER_ROWS.items():
-        published = (paper or {}).get(f"table{number}", {}).get("rows")
-        if not isinstance(published, list) or len(published) != len(rows):
-            raise DataError(source, f"table{number} must list {len(rows)} rows (the code maps that many)")
-        for i, (ours, theirs) in enumerate(zip(rows, published)):
-            if (ours is PUBLISHED) != bool(theirs.get("published", False)):
-                raise DataError(source, f"table{number} row {i + 1}: 'published' disagrees with PAPER_ROWS")
+def check_paper_tables(paper: Any, source: str = "paper_tables") -> dict[str, Any]:
+    """The published numbers, checked: every table has a caption and rows; each row either names the project
+    row that reproduces it (``row``) or is a published peer row (``published: true``), never both."""
+    if not isinstance(paper, dict) or not table_numbers(paper):
+        raise DataError(source, "expected table1 ... table7 mappings")
+    for number in table_numbers(paper):
+        spec = paper[f"table{number}"]
+        if not isinstance(spec, dict) or not isinstance(spec.get("rows"), list) or not spec.get("caption"):
+            raise DataError(source, f"table{number} needs a caption and a list of rows")
+        for i, published in enumerate(spec["rows"]):
+            if bool(published.get("published", False)) == bool(published.get("row")):
+                raise DataError(source, f"table{number} row {i + 1}: name the project row that reproduces it "
+                                        "(row: <name>) or mark it published: true, not both")
     return paper
 
 
-def read_metrics(path: str | os.PathLike) -> dict[str, Any] | None:
-    """A row's metrics JSON, or None if the file does not exist; DataError if it does not parse."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise DataError(path, "top level is not a JSON object")
-    return data
-
-
-def read_selected_lambda(path: str | os.PathLike) -> float | None:
+def selected_lambda(search: dict[str, Any] | None) -> float | None:
     """``selected_lambda`` of Table 1's lambda search, or None when the search has not run."""
-    data = read_metrics(path)
-    if data is None:
+    if not search:
         return None
-    if "selected_lambda" not in data:
-        raise DataError(path, "missing key 'selected_lambda'")
-    return float(data["selected_lambda"])
+    if "selected_lambda" not in search:
+        raise DataError("lambda_search", "missing key 'selected_lambda'")
+    return float(search["selected_lambda"])
 
 
-def seed_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> list[dict[str, float]]:
+def seed_metrics(metrics: dict[str, Any], path: str) -> list[dict[str, float]]:
     """One {pq, pq_th, pq_st, sq, rq} dict per seed (from ``per_seed``; ``summary`` if there is none)."""
     per_seed = metrics.get("per_seed") or []
     values = []
@@ -146,7 +126,7 @@ def seed_metrics(metrics: dict[str, Any], path: str | os.PathLike) -> list[dict[
     return values
 
 
-def box_fill_pq(metrics: dict[str, Any], path: str | os.PathLike) -> list[float]:
+def box_fill_pq(metrics: dict[str, Any], path: str) -> list[float]:
     """All-PQ of each seed under the authors' box-fill merge: the evaluate pipeline's ``box_fill`` block
     (``{"merge", "per_seed": [{"seed", "metrics": {"All", "Things", "Stuff"}}], "summary", ...}``);
     [] when the row has none (no ground truth, or the main merge already fills boxes)."""
@@ -181,18 +161,14 @@ def _stdev(xs: list[float | None]) -> float | None:
 # ------------------------------------------------------------------------------------------- summary
 
 
-def build_table(
-    number: int,
-    paper: dict[str, Any],
-    profile: str,
-    metrics_dir: str | os.PathLike = METRICS_DIR,
-    selected_lambda: float | None = None,
-) -> dict[str, Any]:
+def build_table(number: int, paper: dict[str, Any], profile: str, metrics: RowMetrics,
+                selected: float | None = None) -> dict[str, Any]:
     """One table as data: the paper's rows in order, each with reproduced / published / diff values."""
     spec = paper[f"table{number}"]
     keys = [c.key for c in metric_columns(number)]
     rows = []
-    for our_row, published_row in zip(PAPER_ROWS[number], spec["rows"]):
+    for published_row in spec["rows"]:
+        our_row = published_row.get("row")
         labels = {c.key: published_row.get(c.key) for c in LABEL_COLUMNS[number]}
         published = {k: published_row.get(k) for k in keys}
         record: dict[str, Any] = {
@@ -201,13 +177,12 @@ def build_table(
             "ran": None, "mlflow_run_ids": [],
         }
         if number == 1:
-            record["selected"] = selected_lambda is not None and float(labels["lambda"]) == selected_lambda
-        if our_row is not PUBLISHED:
-            path = metrics_file(number, our_row, metrics_dir)
-            metrics = read_metrics(path)
-            record.update(_reproduced(metrics, path, profile, keys, published))
+            record["selected"] = selected is not None and float(labels["lambda"]) == selected
+        if our_row is not None:
+            row_metrics, source = row_metrics_of(metrics, number, our_row)
+            record.update(_reproduced(row_metrics, source, profile, keys, published))
             if number in BOX_FILL_TABLES and record["status"] == "reproduced":
-                record["box_fill"] = _box_fill(metrics, path)
+                record["box_fill"] = _box_fill(row_metrics, source)
         rows.append(record)
     table: dict[str, Any] = {
         "number": number,
@@ -219,11 +194,11 @@ def build_table(
         "box_fill": any(r.get("box_fill") for r in rows),
     }
     if number == 1:
-        table["selected_lambda"] = selected_lambda
+        table["selected_lambda"] = selected
     return table
 
 
-def _reproduced(metrics: dict | None, path: Path, profile: str, keys: list[str], published: dict) -> dict:
+def _reproduced(metrics: dict | None, path: str, profile: str, keys: list[str], published: dict) -> dict:
     """The reproduced part of a row record; 'not_run' when the file is absent, marks the row as skipped
     (the profile does not run its table) or comes from another profile."""
     if metrics is None or metrics.get("skipped") or metrics.get("profile", profile) != profile:
@@ -242,7 +217,7 @@ def _reproduced(metrics: dict | None, path: Path, profile: str, keys: list[str],
     return {**common, "status": "reproduced", "reproduced": mean, "reproduced_std": std, "diff": diff}
 
 
-def _box_fill(metrics: dict, path: Path) -> dict[str, float | None] | None:
+def _box_fill(metrics: dict, path: str) -> dict[str, float | None] | None:
     """Mean and sample std over seeds of the box-fill PQ (std None with one seed); None without box_fill."""
     values = box_fill_pq(metrics, path)
     if not values:
@@ -251,19 +226,12 @@ def _box_fill(metrics: dict, path: Path) -> dict[str, float | None] | None:
     return {"pq": mean["pq"], "pq_std": None if std is None else std["pq"]}
 
 
-def build_summary(
-    profile: str,
-    paper: dict[str, Any] | None = None,
-    metrics_dir: str | os.PathLike = METRICS_DIR,
-    lambda_search_file: str | os.PathLike = LAMBDA_SEARCH_FILE,
-) -> dict[str, Any]:
+def build_summary(profile: str, paper: dict[str, Any], metrics: RowMetrics,
+                  lambda_search: dict[str, Any] | None) -> dict[str, Any]:
     """Every table's rows as data (written as ``summary.json``; read by the figures and the notebook)."""
-    paper = paper if paper is not None else load_paper_tables()
-    selected = read_selected_lambda(lambda_search_file)
-    tables = {f"table{n}": build_table(n, paper, profile, metrics_dir, selected) for n in PAPER_ROWS}
+    selected = selected_lambda(lambda_search)
+    tables = {f"table{n}": build_table(n, paper, profile, metrics, selected) for n in table_numbers(paper)}
     return {"profile": profile, "tables": tables}
-
-
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -437,23 +405,29 @@ def render_index(summary: dict[str, Any], paper: dict[str, Any]) -> str:
 # -------------------------------------------------------------------------------------------- writing
 
 
-def write_tables(summary: dict[str, Any], out_dir: str | os.PathLike, paper: dict[str, Any] | None = None) -> None:
-    """Write ``table<n>.{md,csv,tex}``, ``index.md`` and ``summary.json`` into ``out_dir`` (atomically)."""
-    paper = paper if paper is not None else load_paper_tables()
-    out = Path(out_dir)
+def table_files(summary: dict[str, Any], paper: dict[str, Any]) -> dict[str, str]:
+    """``{file name: text}``: ``table<n>.{md,csv,tex}``, ``index.md`` and ``summary.json``."""
+    files: dict[str, str] = {}
     for name, table in summary["tables"].items():
-        atomic_write_text(out / f"{name}.md", render_markdown(table))
-        atomic_write_text(out / f"{name}.csv", render_csv(table))
-        atomic_write_text(out / f"{name}.tex", render_latex(table))
-    atomic_write_text(out / "index.md", render_index(summary, paper))
-    atomic_write_json(out / "summary.json", summary)
+        files[f"{name}.md"] = render_markdown(table)
+        files[f"{name}.csv"] = render_csv(table)
+        files[f"{name}.tex"] = render_latex(table)
+    files["index.md"] = render_index(summary, paper)
+    files["summary.json"] = json.dumps(summary, indent=2) + "\n"
+    return files
 
 
-def generate_tables(profile: str) -> dict[str, Any]:
-    """Kedro node: build Tables 1-7 from the row metrics on disk, write them, return the summary."""
+def check_profile(profile: Any) -> str:
     if not isinstance(profile, str) or not profile:
         raise ConfigError(f"params 'profile' must be a profile name, got {profile!r}")
-    paper = load_paper_tables()
-    summary = build_summary(profile, paper)
-    write_tables(summary, TABLES_DIR, paper)
-    return summary
+    return profile
+
+
+def generate_tables(profile: str, paper: dict[str, Any], lambda_metrics: dict[str, dict],
+                    val_metrics: dict[str, dict], testdev_metrics: dict[str, dict],
+                    lambda_search: dict[str, Any] | None) -> dict[str, str]:
+    """Kedro node: Tables 1-7 from the row metrics -> the table files (``summary.json`` among them)."""
+    paper = check_paper_tables(paper)
+    metrics = RowMetrics(lambda_metrics, val_metrics, testdev_metrics)
+    summary = build_summary(check_profile(profile), paper, metrics, lambda_search)
+    return table_files(summary, paper)
