@@ -282,7 +282,7 @@ def _argparse_line(capsys, argv: list[str]) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
-    return _one_line(capsys, argv[0])
+    return _one_line(capsys, " ".join(argv[:2]) if argv[0] == "bench" else argv[0])
 
 
 def test_cli_arguments_out_of_range_or_of_the_wrong_kind_are_one_line(tmp_path, capsys):
@@ -305,10 +305,25 @@ def test_cli_arguments_out_of_range_or_of_the_wrong_kind_are_one_line(tmp_path, 
           "--out-dir", str(a_file)], f"argument --out-dir: {a_file}: is a file"),
         (["validate-data", "--json", str(json_path), "--png-dir", str(tmp_path / "nope")],
          f"argument --png-dir: {tmp_path / 'nope'}: folder not found"),
+        (["clean-replaced", str(tmp_path / "nope")], f"argument root: {tmp_path / 'nope'}: folder not found"),
+        (["clean-replaced", str(a_file)], f"argument root: {a_file}: is a file; expected a folder"),
+        (["bench", "pq", "--size", "abc"], "argument --size: 'abc' is not a size; expected HxW (e.g. 128x128)"),
+        (["bench", "pq", "--size", "0x64"], "argument --size: 0x64 is out of range; expected HxW with both sides in "
+                                            "[8, 8192]"),
+        (["bench", "pq", "--images", "0"], "argument --images: 0 is out of range; expected an integer >= 1"),
+        (["generate-synthetic", "--out", str(tmp_path / "syn"), "--size", "100000x100000"],
+         "argument --size: 100000x100000 is out of range; expected HxW with both sides in [32, 4096]"),
+        (["generate-synthetic", "--out", str(tmp_path / "syn"), "--size", "64"],
+         "argument --size: '64' is not a size; expected HxW (e.g. 128x128)"),
+        (["generate-synthetic", "--out", str(tmp_path / "syn"), "--num-train", "-3"],
+         "argument --num-train: -3 is out of range; expected an integer >= 1"),
+        (["generate-synthetic", "--out", str(tmp_path / "syn"), "--num-test", "0"],
+         "argument --num-test: 0 is out of range; expected an integer >= 1"),
     ]
     for argv, message in cases:
         line = _argparse_line(capsys, argv)
         assert message in line, (argv, line)
+    assert not (tmp_path / "syn").exists()
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
