@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spatialflow.data.coco_panoptic import CocoPanoptic, PanopticWriter, load_panoptic_json, segment_stats
+from spatialflow.data.coco_panoptic import (
+    CocoPanoptic,
+    PanopticWriter,
+    check_panoptic_json,
+    file_name_problem,
+    load_panoptic_json,
+    read_json,
+    segment_stats,
+    text_problem,
+)
 from spatialflow.errors import DataError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "coco_panoptic_sample"
@@ -147,3 +156,63 @@ def test_load_panoptic_json_errors_name_the_file(tmp_path):
         load_panoptic_json(bad)
     with pytest.raises(DataError, match="file not found"):
         load_panoptic_json(tmp_path / "missing.json")
+
+
+# ------------------------------------------------------------------------- hostile input (one DataError each)
+
+
+def test_reader_refuses_a_nan_bbox_before_training_reads_it(tmp_path):
+    json_path, png_dir = write_small_set(tmp_path)
+    data = json.loads(json_path.read_text())
+    data["annotations"][0]["segments_info"][1]["bbox"][2] = float("nan")  # segment 20: rows 2-3, columns 0-2
+    json_path.write_text(json.dumps(data))  # Python writes the non-JSON literal NaN, and reads it back as a float
+    with pytest.raises(DataError, match=r"pan\.json: image 3 segments_info\[1\]\.bbox is \[0, 2, NaN, 2\] \(a list\); "
+                                        r"expected \[x, y, width, height\], finite numbers >= 0$"):
+        CocoPanoptic(json_path, png_dir)
+
+
+def test_reader_checks_png_and_image_sizes_from_their_headers(tmp_path):
+    from test_hardening_inputs import png_header_only
+
+    json_path, png_dir = write_small_set(tmp_path)
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(image_dir / "img3.jpg")
+    with pytest.raises(DataError, match=r"img3\.jpg: image is 40x50 \(HxW\), the JSON says 4x5$"):
+        CocoPanoptic(json_path, png_dir, image_dir)[0]
+    png_header_only(png_dir / "img3.png", 4000, 5000)  # undecodable pixels: only the header can be read
+    with pytest.raises(DataError, match=r"img3\.png: PNG is 4000x5000 \(HxW\), the JSON says 4x5 for image 3$"):
+        CocoPanoptic(json_path, png_dir)[0]
+
+
+def test_read_json_refuses_deep_nesting_bytes_that_are_not_utf8_and_huge_integers(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match=r"x\.json: nested too deeply to parse"):
+        read_json(path)
+    path.write_bytes(b'{"name": "M\xfcnchen"}')  # Latin-1
+    with pytest.raises(DataError, match=r"x\.json: not UTF-8 text \(byte 0xfc at offset 11\); expected a UTF-8 JSON"):
+        read_json(path)
+    path.write_text("[" + "9" * 5000 + "]")
+    with pytest.raises(DataError, match=r"x\.json: not valid JSON \(Exceeds the limit"):
+        read_json(path)
+    path.write_text('{"name": "M\\u00fcnchen"}')  # escaped non-ASCII text is fine
+    assert read_json(path) == {"name": "München"}
+
+
+def test_names_with_control_characters_or_lone_surrogates_are_problems():
+    assert text_problem("München/a b.png") is None
+    assert text_problem("a\x00b") == "contains the control character '\\x00'"
+    assert text_problem("a\nb") == "contains the control character '\\n'"
+    assert text_problem("a\x7f") == "contains the control character '\\x7f'"
+    assert text_problem("\udcff") == "contains '\\udcff', which is not UTF-8 text (a lone surrogate)"
+    assert file_name_problem("a\tb.png") == "contains the control character '\\t'"
+    assert file_name_problem("../a.png", "image folder") == "contains '..'; expected a name inside the image folder"
+    data = {"images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 5}],
+            "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": []}],
+            "categories": [{"id": 1, "name": "pe\x00rson", "isthing": 1}, {"id": 2, "name": "\udcff", "isthing": 0}]}
+    problems, _ = check_panoptic_json(data, "p.json", "gt")
+    assert [str(p) for p in problems] == [
+        'p.json: categories[0].name is "pe\\u0000rson" (a string); expected UTF-8 text without control characters',
+        'p.json: categories[1].name is "\\udcff" (a string); expected UTF-8 text without control characters',
+    ]

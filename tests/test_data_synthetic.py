@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from spatialflow.cli import main
 from spatialflow.data.coco_panoptic import CocoPanoptic
@@ -89,8 +90,32 @@ def test_cli_generates_valid_data(tmp_path, capsys):
                      "--image-dir", str(out / "images" / split)]) == 0
     data = json.loads((out / "annotations" / "panoptic_val.json").read_text())
     assert [(i["height"], i["width"]) for i in data["images"]] == [(64, 96), (64, 96)]
-    assert main(["generate-synthetic", "--out", str(out), "--size", "12x12"]) == 2  # ConfigError, one line
-    assert "size must be" in capsys.readouterr().err
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate-synthetic", "--out", str(tmp_path / "small"), "--size", "12x12"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("spatialflow generate-synthetic: error: argument --size: 12x12 is out of range; "
+                                       "expected HxW with both sides in [32, 4096] (see spatialflow generate-synthetic "
+                                       "--help)\n")
+    assert not (tmp_path / "small").exists()
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"size": (100_000, 100_000)}, r"size must be \(H, W\) with both sides in \[32, 4096\], got \(100000, 100000\)"),
+    ({"size": (31, 64)}, r"both sides in \[32, 4096\]"),
+    ({"num_train": -3}, r"number of train images must be an integer >= 0, got -3"),
+    ({"num_test": 1.5}, r"number of test-dev images must be an integer >= 0, got 1\.5"),
+])
+def test_function_refuses_sizes_and_counts_out_of_range_before_writing(tmp_path, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        generate_synthetic(tmp_path / "out", **{"num_train": 1, "num_val": 1, "num_test": 1, **arguments})
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_count_of_zero_writes_that_split_without_images(tmp_path):
+    paths = generate_synthetic(tmp_path, "shapes-coco", num_train=1, num_val=0, num_test=0, size=(32, 32))
+    data = json.loads(paths["val"].json_path.read_text())
+    assert data["images"] == [] and data["annotations"] == [] and len(data["categories"]) == 14
 
 
 def test_preview_shows_image_and_colouring(tmp_path):

@@ -19,8 +19,8 @@ from PIL import Image
 from spatialflow.cli import main
 from spatialflow.data.coco_panoptic import PanopticWriter
 from spatialflow.engine import checkpoint as ckpt
-from spatialflow.errors import CheckpointError, DataError
-from spatialflow.panoptic.submission import verify_zip
+from spatialflow.errors import CheckpointError, ConfigError, DataError
+from spatialflow.panoptic.submission import package_submission, verify_zip
 from spatialflow.utils.atomic import atomic_write_json, atomic_write_text
 
 CATEGORIES = [{"id": 1, "name": "thing", "isthing": 1}, {"id": 2, "name": "stuff", "isthing": 0}]
@@ -42,13 +42,29 @@ def edit_json(path: Path, change) -> None:
     path.write_text(json.dumps(data))
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png_16bit_rgb(path: Path, height: int = 3, width: int = 4) -> None:
     """A valid 16-bit RGB PNG (Pillow cannot write one)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     rows = b"".join(b"\x00" + bytes(width * 6) for _ in range(height))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+                     + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b""))
+
+
+def png_header_only(path: Path, height: int, width: int) -> None:
+    """An 8-bit RGB PNG header declaring height x width, with pixel data that cannot decode: a reader that
+    decodes before it checks the size says 'cannot read PNG' (or runs out of memory) instead."""
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + _png_chunk(b"IDAT", b"not deflate data") + _png_chunk(b"IEND", b""))
+
+
+def replace_in_file(path: Path, old: bytes, new: bytes) -> None:
+    """Replace the first ``old`` in the file's bytes (for edits json.dumps cannot write)."""
+    data = path.read_bytes()
+    assert old in data
+    path.write_bytes(data.replace(old, new, 1))
 
 
 def _set(key, value):
@@ -76,7 +92,40 @@ CASES = {
     "bbox is a string": (lambda root: edit_json(root / "pan.json",
                                                 _set(["annotations", 0, "segments_info", 0, "bbox"], "abc")),
                          "pan.json", 'image 1 segments_info[0].bbox is "abc" (a string); expected [x, y, width, '
-                                     'height] numbers'),
+                                     'height], finite numbers >= 0'),
+    "bbox holds NaN": (lambda root: edit_json(root / "pan.json",
+                                              _set(["annotations", 0, "segments_info", 0, "bbox", 0], float("nan"))),
+                       "pan.json", "image 1 segments_info[0].bbox is [NaN, 0, 2, 2] (a list); expected [x, y, width, "
+                                   "height], finite numbers >= 0"),
+    "bbox holds Infinity": (lambda root: edit_json(root / "pan.json",
+                                                   _set(["annotations", 1, "segments_info", 1, "bbox", 3], 1e999)),
+                            "pan.json", "image 2 segments_info[1].bbox is [0, 0, 4, Infinity] (a list); expected "
+                                        "[x, y, width, height], finite numbers >= 0"),
+    "negative bbox width": (lambda root: edit_json(root / "pan.json",
+                                                   _set(["annotations", 0, "segments_info", 0, "bbox", 2], -2)),
+                            "pan.json", "image 1 segments_info[0].bbox is [1, 0, -2, 2] (a list); expected [x, y, "
+                                        "width, height], finite numbers >= 0"),
+    "area is Infinity": (lambda root: edit_json(root / "pan.json",
+                                                _set(["annotations", 0, "segments_info", 1, "area"], float("inf"))),
+                         "pan.json", "image 1 segments_info[1].area is Infinity (a number); expected a finite number "
+                                     ">= 0"),
+    "newline in an image file_name": (
+        lambda root: edit_json(root / "pan.json", _set(["images", 0, "file_name"], "a\nb.jpg")),
+        "pan.json", "image 1: file_name 'a\\nb.jpg' contains the control character '\\n'"),
+    "lone surrogate in an image file_name": (  # the JSON escape \udcff: text that has no UTF-8 encoding
+        lambda root: replace_in_file(root / "pan.json", b'"a.png"', b'"\\udcff.png"'),
+        "pan.json", "image 1: file_name '\\udcff.png' contains '\\udcff', which is not UTF-8 text (a lone surrogate)"),
+    "latin-1 byte in a category name": (
+        lambda root: replace_in_file(root / "pan.json", b'"stuff"', b'"st\xfcff"'),
+        "pan.json", "not UTF-8 text (byte 0xfc at offset {offset}); expected a UTF-8 JSON file"),
+    "JSON nested 100,000 deep": (lambda root: (root / "pan.json").write_text("[" * 100_000 + "]" * 100_000),
+                                 "pan.json", "nested too deeply to parse; a COCO-panoptic JSON is at most a few levels "
+                                             "deep"),
+    "PNG header larger than the JSON says": (lambda root: png_header_only(root / "pan" / "a.png", 20_000, 20_000),
+                                             "a.png", "PNG header says 20000x20000 (HxW) pixels, more than the "
+                                                      "67,108,864 a panoptic PNG may have (refused before decoding)"),
+    "PNG header differs from the JSON size": (lambda root: png_header_only(root / "pan" / "a.png", 3000, 4000),
+                                              "a.png", "PNG is 3000x4000 (HxW), the JSON says 3x4 for image 1"),
     "height is a string": (lambda root: edit_json(root / "pan.json", _set(["images", 0, "height"], "3")),
                            "pan.json", 'images[0].height is "3" (a string); expected a positive integer'),
     "segment id is a string": (lambda root: edit_json(root / "pan.json",
@@ -101,6 +150,8 @@ def test_the_three_commands_reject_the_same_file_with_the_same_line(tmp_path, ca
     good_json, good_dir = make_set(tmp_path / "good")
     bad_json, bad_dir = make_set(tmp_path / "bad")
     change(tmp_path / "bad")
+    if "{offset}" in message:
+        message = message.format(offset=bad_json.read_bytes().index(b"\xfc"))
     expected = f"{bad_dir / file_name if file_name.endswith('.png') else bad_json}: {message}"
 
     assert main(["validate-data", "--json", str(bad_json), "--png-dir", str(bad_dir)]) == 1
@@ -155,6 +206,10 @@ SUBMISSION_CASES = {
     "'..' in file name": (_set(["annotations", 0, "file_name"], "../pan/a.png"),
                           "annotation of image 1: file_name '../pan/a.png' contains '..'; expected a name inside "
                           "the PNG folder"),
+    "NUL in file name": (_set(["annotations", 0, "file_name"], "a\x00.png"),
+                         "annotation of image 1: file_name 'a\\x00.png' contains the control character '\\x00'"),
+    "newline in file name": (_set(["annotations", 1, "file_name"], "b\n.png"),
+                             "annotation of image 2: file_name 'b\\n.png' contains the control character '\\n'"),
     "no file_name": (lambda d: d["annotations"][0].pop("file_name"), "annotations[0] lacks key(s) file_name"),
     "no segments_info": (lambda d: d["annotations"][1].pop("segments_info"),
                          "annotations[1] lacks key(s) segments_info"),
@@ -168,6 +223,42 @@ def test_package_submission_refuses_bad_file_names_and_missing_keys(tmp_path, ca
     edit_json(json_path, change)
     line = _refused_submission(capsys, json_path, png_dir, tmp_path)
     assert line == f"spatialflow package-submission: error: {json_path}: {message}"
+
+
+NAME_FIELD_RULE = ("is not a name for the upload's files; use 1 to 100 letters, digits and '-', starting with a "
+                   "letter or digit (no '_', which separates the fields, no '.', '/' or control characters)")
+
+
+@pytest.mark.parametrize(("option", "value", "shown"), [
+    ("--split", "x/../../../escaped", "'x/../../../escaped'"),
+    ("--split", "..", "'..'"),
+    ("--split", "test_dev", "'test_dev'"),
+    ("--method", "m\n", "'m\\n'"),
+    ("--method", "m\x00", "'m\\x00'"),
+    ("--method", "m.v1", "'m.v1'"),
+    ("--method", "", "''"),
+])
+def test_package_submission_refuses_method_and_split_that_are_not_file_name_fields(tmp_path, capsys, option, value,
+                                                                                      shown):
+    json_path, png_dir = make_set(tmp_path / "set")
+    out = tmp_path / "a" / "b" / "out"
+    argv = ["package-submission", "--pred-json", str(json_path), "--pred-dir", str(png_dir), "--method", "m",
+            "--out-dir", str(out), option, value]
+    line = _argparse_line(capsys, argv)
+    assert line == (f"spatialflow package-submission: error: argument {option}: {shown} {NAME_FIELD_RULE} "
+                    "(see spatialflow package-submission --help)")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["set", "set/pan", "set/pan.json",
+                                                                                "set/pan/a.png", "set/pan/b.png"]
+
+
+def test_package_submission_function_refuses_a_split_that_leaves_the_output_folder(tmp_path):
+    json_path, png_dir = make_set(tmp_path / "set")
+    out = tmp_path / "a" / "b" / "out"
+    with pytest.raises(ConfigError, match=r"^split 'x/\.\./\.\./\.\./escaped' is not a name"):
+        package_submission(json_path, png_dir, out, "m", split="x/../../../escaped")
+    with pytest.raises(ConfigError, match=r"^method 'm\\n' is not a name"):
+        package_submission(json_path, png_dir, out, "m\n")
+    assert not (tmp_path / "a").exists() and not list(tmp_path.glob("*escaped*"))
 
 
 def test_package_submission_verifies_its_zip(tmp_path, capsys):
@@ -191,7 +282,7 @@ def _argparse_line(capsys, argv: list[str]) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
-    return _one_line(capsys, argv[0])
+    return _one_line(capsys, " ".join(argv[:2]) if argv[0] == "bench" else argv[0])
 
 
 def test_cli_arguments_out_of_range_or_of_the_wrong_kind_are_one_line(tmp_path, capsys):
@@ -214,10 +305,25 @@ def test_cli_arguments_out_of_range_or_of_the_wrong_kind_are_one_line(tmp_path, 
           "--out-dir", str(a_file)], f"argument --out-dir: {a_file}: is a file"),
         (["validate-data", "--json", str(json_path), "--png-dir", str(tmp_path / "nope")],
          f"argument --png-dir: {tmp_path / 'nope'}: folder not found"),
+        (["clean-replaced", str(tmp_path / "nope")], f"argument root: {tmp_path / 'nope'}: folder not found"),
+        (["clean-replaced", str(a_file)], f"argument root: {a_file}: is a file; expected a folder"),
+        (["bench", "pq", "--size", "abc"], "argument --size: 'abc' is not a size; expected HxW (e.g. 128x128)"),
+        (["bench", "pq", "--size", "0x64"], "argument --size: 0x64 is out of range; expected HxW with both sides in "
+                                            "[8, 8192]"),
+        (["bench", "pq", "--images", "0"], "argument --images: 0 is out of range; expected an integer >= 1"),
+        (["generate-synthetic", "--out", str(tmp_path / "syn"), "--size", "100000x100000"],
+         "argument --size: 100000x100000 is out of range; expected HxW with both sides in [32, 4096]"),
+        (["generate-synthetic", "--out", str(tmp_path / "syn"), "--size", "64"],
+         "argument --size: '64' is not a size; expected HxW (e.g. 128x128)"),
+        (["generate-synthetic", "--out", str(tmp_path / "syn"), "--num-train", "-3"],
+         "argument --num-train: -3 is out of range; expected an integer >= 1"),
+        (["generate-synthetic", "--out", str(tmp_path / "syn"), "--num-test", "0"],
+         "argument --num-test: 0 is out of range; expected an integer >= 1"),
     ]
     for argv, message in cases:
         line = _argparse_line(capsys, argv)
         assert message in line, (argv, line)
+    assert not (tmp_path / "syn").exists()
 
 
 # ----------------------------------------------------------------------------------------- checkpoints

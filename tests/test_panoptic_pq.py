@@ -363,3 +363,21 @@ def test_one_png_decoder_for_rgb_and_rgba(tmp_path):
         assert read_panoptic_rgb(tmp_path / name).tolist() == rgb.tolist()  # alpha dropped
         assert read_segment_ids(tmp_path / name).tolist() == ids.tolist()
         assert read_panoptic_png(tmp_path / name).tolist() == rgb2id(rgb).tolist()
+
+
+def test_prediction_png_of_another_size_is_refused_from_its_header(tmp_path):
+    from test_hardening_inputs import png_header_only
+
+    from spatialflow.panoptic.ids import MAX_PNG_PIXELS
+
+    pair, pred_dir, pred = _copy_pair(tmp_path)
+    height, width = Image.open(pair / "coco_gt" / "cat.png").size[::-1]
+    png_header_only(pred_dir / "cat.png", 3000, 2000)  # undecodable pixels: only the header can be read
+    with pytest.raises(DataError, match=rf"cat\.png: image 2: size \(3000, 2000\) differs from the ground truth's "
+                                        rf"\({height}, {width}\)$"):
+        _evaluate_edited(tmp_path, pred, pred_dir)
+    png_header_only(pred_dir / "cat.png", 20_000, 20_000)
+    assert 20_000**2 > MAX_PNG_PIXELS == 8192**2
+    with pytest.raises(DataError, match=r"cat\.png: PNG header says 20000x20000 \(HxW\) pixels, more than the "
+                                        r"67,108,864 a panoptic PNG may have \(refused before decoding\)$"):
+        _evaluate_edited(tmp_path, pred, pred_dir)

@@ -52,6 +52,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def size_hw(low: int, high: int):
+    """An argparse type: ``HxW`` (e.g. ``96x192``) -> (height, width), both sides integers in [low, high]."""
+
+    def size(text: str) -> tuple[int, int]:
+        try:
+            height, width = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a size; expected HxW (e.g. 128x128)") from None
+        if not (low <= height <= high and low <= width <= high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; expected HxW with both sides in [{low}, {high}]")
+        return height, width
+
+    return size
+
+
 def existing_file(text: str) -> str:
     """A path that exists and is a file."""
     if os.path.isdir(text):

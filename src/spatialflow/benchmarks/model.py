@@ -31,10 +31,11 @@ HELP = "SpatialFlow vs torchvision RetinaNet: seconds per image, FLOPs, paramete
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from spatialflow.cli import positive_int
+    from spatialflow.cli import positive_int, size_hw
 
     parser.add_argument("--depth", type=int, default=50, choices=BACKBONE_DEPTHS)
-    parser.add_argument("--size", default="600x1000", help="image HxW (default 600x1000)")
+    parser.add_argument("--size", type=size_hw(32, 8192), default="600x1000",
+                        help="image HxW, sides in [32, 8192] (default 600x1000)")
     parser.add_argument("--preset", default="spatialflow", choices=list(PRESETS))
     parser.add_argument("--num-things", type=int, default=80)
     parser.add_argument("--num-stuff", type=int, default=53)
@@ -80,7 +81,7 @@ def _size_of(model: nn.Module, images: list[torch.Tensor], args: argparse.Namesp
 
 def report(args: argparse.Namespace) -> dict:
     """Both models timed interleaved (SpatialFlow, RetinaNet, SpatialFlow, ...): the figures as a dict."""
-    height, width = (int(v) for v in args.size.lower().split("x"))
+    height, width = args.size
     device = torch.device(args.device)
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format

@@ -124,11 +124,14 @@ def write_random_pairs(out_dir: str | os.PathLike, num_images: int, height: int,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", type=int, default=200, help="number of image pairs (default 200)")
-    parser.add_argument("--size", default="480x640", help="HxW of the synthetic images (default 480x640)")
-    parser.add_argument("--segments", type=int, default=20, help="GT segments per image (default 20)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="'all cores' (default: all)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds, best one kept (default 3)")
+    from spatialflow.cli import positive_int, size_hw
+
+    parser.add_argument("--images", type=positive_int, default=200, help="number of image pairs (default 200)")
+    parser.add_argument("--size", type=size_hw(8, 8192), default="480x640",
+                        help="HxW of the synthetic images, sides in [8, 8192] (default 480x640)")
+    parser.add_argument("--segments", type=positive_int, default=20, help="GT segments per image (default 20)")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="'all cores' (default: all)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="interleaved rounds, best one kept (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true",
                         help="print milliseconds per image of each stage of our evaluator instead (best round)")
@@ -188,7 +191,7 @@ def _hotcoco(paths: dict[str, Path]):
 def run(args: argparse.Namespace) -> int:
     from spatialflow.panoptic.pq import pq_compute
 
-    height, width = (int(v) for v in args.size.lower().split("x"))
+    height, width = args.size
     with tempfile.TemporaryDirectory(prefix="bench_pq_") as tmp:
         paths = write_random_pairs(tmp, args.images, height, width, segments=args.segments, seed=args.seed)
         if args.profile:

@@ -25,11 +25,12 @@ HELP = "seconds per training iteration of the tiny rows vs a plain ResNet forwar
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from spatialflow.cli import positive_int
+    from spatialflow.cli import positive_int, size_hw
 
     parser.add_argument("--presets", default="baseline,spatialflow", help="comma-separated model presets")
     parser.add_argument("--depth", type=int, default=18, choices=(18, 34, 50, 101))
-    parser.add_argument("--size", default="96x128", help="training image HxW (default: the tiny profile's 800)")
+    parser.add_argument("--size", type=size_hw(32, 8192), default="96x128",
+                        help="training image HxW, sides in [32, 8192] (default: the tiny profile's 800)")
     parser.add_argument("--batch", type=positive_int, default=4)
     parser.add_argument("--repeats", type=positive_int, default=5, help="interleaved rounds (min is reported)")
     parser.add_argument("--iters", type=positive_int, default=3, help="timed steps per side and round")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    height, width = (int(v) for v in args.size.lower().split("x"))
+    height, width = args.size
     images, targets = _batch((height, width), args.batch)
     torch.manual_seed(0)
 

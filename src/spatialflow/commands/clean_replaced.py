@@ -14,7 +14,10 @@ HELP = "list run folders moved aside (<run>.replaced-<time>) under a folder, and
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", nargs="?", default="data/06_models", help="folder to search (default: %(default)s)")
+    from spatialflow.cli import existing_dir
+
+    parser.add_argument("root", nargs="?", type=existing_dir, default="data/06_models",
+                        help="folder to search, which must exist (default: %(default)s)")
 
 
 def _size(path) -> int:

@@ -8,8 +8,11 @@ Format: one JSON with ``images``, ``annotations`` (one per image: ``image_id``, 
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +60,22 @@ def _is_int(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite JSON number (Python's json reads NaN, Infinity and 1e999 as floats)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a name (category, file): a control character or a lone surrogate (None if it can).
+
+    A control character (newline, NUL, ...) breaks one-line messages, file names and zip entries; a lone
+    surrogate (a JSON escape such as ``\\udcff``) is not Unicode text and cannot be written as UTF-8.
+    """
+    for char in text:
+        if unicodedata.category(char) == "Cc":
+            return f"contains the control character {char!r}"
+        if "\ud800" <= char <= "\udfff":
+            return f"contains {char!r}, which is not UTF-8 text (a lone surrogate)"
+    return None
 
 
 #: key -> (test, what was expected): the same type rules for every kind of JSON.
@@ -76,14 +94,15 @@ _TYPES: dict[str, dict[str, tuple]] = {
     "segment": {
         "id": (lambda v: _is_int(v) and 0 <= v < _ID_LIMIT, "an integer in [0, 256**3)"),
         "category_id": (_is_int, "an integer category id"),
-        "area": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        "bbox": (lambda v: isinstance(v, list) and len(v) == 4 and all(_is_number(x) for x in v),
-                 "[x, y, width, height] numbers"),
+        "area": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+        "bbox": (lambda v: isinstance(v, list) and len(v) == 4 and all(_is_number(x) and x >= 0 for x in v),
+                 "[x, y, width, height], finite numbers >= 0"),
         "iscrowd": (lambda v: v in (0, 1) and not isinstance(v, float), "0 or 1"),
     },
     "category": {
         "id": (_is_int, "an integer"),
-        "name": (lambda v: isinstance(v, str), "a string"),
+        "name": (lambda v: isinstance(v, str) and text_problem(v) is None,
+                 "UTF-8 text without control characters"),
         "isthing": (lambda v: v in (0, 1) and not isinstance(v, float), "0 or 1"),
     },
 }
@@ -93,7 +112,10 @@ def _shown(value: object) -> str:
     """A JSON value as the user wrote it, cut short, with its JSON type."""
     kind = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "a list",
             dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
-    text = json.dumps(value)
+    try:
+        text = json.dumps(value)
+    except RecursionError:  # a value nested almost as deeply as the parser allows
+        text = "[[[..." if isinstance(value, list) else "{..."
     return f"{text if len(text) <= 40 else text[:37] + '...'} ({kind})"
 
 
@@ -110,12 +132,19 @@ def _item_problem(item: object, where: str, group: str, required: tuple[str, ...
     return None
 
 
-def png_name_problem(file_name: str) -> str | None:
-    """Why an annotation's ``file_name`` cannot name a file inside the PNG folder (None if it can)."""
+def file_name_problem(file_name: str, folder: str = "PNG folder") -> str | None:
+    """Why a JSON ``file_name`` cannot name a file inside its folder (None if it can).
+
+    The one file-name check of the JSON readers: an annotation's PNG inside the PNG folder, an image inside
+    the image folder, a submission's PNG inside the upload zip.
+    """
+    problem = text_problem(file_name)
+    if problem:
+        return problem
     if file_name.startswith(("/", "\\")) or os.path.isabs(file_name) or (len(file_name) > 1 and file_name[1] == ":"):
-        return "is an absolute path; expected a name relative to the PNG folder"
+        return f"is an absolute path; expected a name relative to the {folder}"
     if ".." in file_name.replace("\\", "/").split("/"):
-        return "contains '..'; expected a name inside the PNG folder"
+        return f"contains '..'; expected a name inside the {folder}"
     return None
 
 
@@ -156,14 +185,18 @@ def check_panoptic_json(data: object, path: str | os.PathLike, kind: str = "data
                 good.append(item)
         return good
 
+    def bad_file_name(item: dict, where: str, folder: str) -> bool:
+        problem = file_name_problem(item["file_name"], folder)
+        if problem:
+            problems.append(DataError(path, f"{where}: file_name {item['file_name']!r} {problem}"))
+        return problem is not None
+
     categories = well_formed("categories", "category", REQUIRED_CATEGORY_KEYS)
-    images = well_formed("images", "image", REQUIRED_IMAGE_KEYS)
+    images = [image for image in well_formed("images", "image", REQUIRED_IMAGE_KEYS)
+              if not bad_file_name(image, f"image {image['id']!r}", "image folder")]
     annotations = []
-    for i, ann in enumerate(well_formed("annotations", "annotation", REQUIRED_ANNOTATION_KEYS)):
-        name_problem = png_name_problem(ann["file_name"])
-        if name_problem:
-            problems.append(DataError(path, f"annotation of image {ann['image_id']!r}: file_name "
-                                            f"{ann['file_name']!r} {name_problem}"))
+    for ann in well_formed("annotations", "annotation", REQUIRED_ANNOTATION_KEYS):
+        if bad_file_name(ann, f"annotation of image {ann['image_id']!r}", "PNG folder"):
             continue
         bad = [_item_problem(seg, f"image {ann['image_id']!r} segments_info[{j}]", "segment", required["segment"])
                for j, seg in enumerate(ann["segments_info"])]
@@ -231,15 +264,27 @@ def size_problem(png_path: str | os.PathLike, shape: tuple[int, ...], info: dict
 
 
 def read_json(path: str | os.PathLike) -> object:
-    """Parse a JSON file; DataError if it is missing or does not parse."""
+    """Parse a JSON file; DataError if it is missing, not UTF-8, does not parse or is nested too deeply.
+
+    The one JSON reader of the package's data files (COCO-panoptic sets, predictions, image lists).
+    """
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:
         raise DataError(path, "is a folder; expected a JSON file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                              "expected a UTF-8 JSON file") from None
+    try:
+        return json.loads(text)
+    except RecursionError:  # the C parser recurses once per nested list / object
+        raise DataError(path, "nested too deeply to parse; a COCO-panoptic JSON is at most a few levels deep") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
         raise DataError(path, f"not valid JSON ({exc})") from None
 
 
@@ -258,12 +303,18 @@ def load_panoptic_json(path: str | os.PathLike, kind: str = "dataset", *, nonemp
 # ------------------------------------------------------------------------------------------- PNG ids
 
 
-def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a panoptic PNG -> (H, W) int64 segment ids; DataError if missing, corrupt or not 8-bit RGB.
+def read_panoptic_png(path: str | os.PathLike, image_info: dict | None = None) -> np.ndarray:
+    """Read a panoptic PNG -> (H, W) int64 segment ids; DataError if missing, corrupt or not 8-bit RGB, or
+    (with ``image_info``, the JSON's image entry) if its header's size is not the JSON's height x width.
 
     The same reader (and the same messages) as evaluate and package-submission: ``ids.read_segment_ids``.
     """
-    return read_segment_ids(path).astype(np.int64, copy=False)
+    return read_segment_ids(path, size_check_of(image_info)).astype(np.int64, copy=False)
+
+
+def size_check_of(image_info: dict | None):
+    """The ``size_check`` of ``ids.read_segment_ids`` for an image entry of the JSON (None: no check)."""
+    return None if image_info is None else functools.partial(size_problem, info=image_info)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -287,6 +338,14 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     except Exception as exc:
         raise DataError(path, f"cannot read image ({exc})") from None
     return height, width
+
+
+def image_size_problem(image_path: str | os.PathLike, info: dict) -> DataError | None:
+    """The image file's header size against the JSON's height / width of its image (None when they agree)."""
+    height, width = image_size(image_path)
+    if (height, width) == (info["height"], info["width"]):
+        return None
+    return DataError(image_path, f"image is {height}x{width} (HxW), the JSON says {info['height']}x{info['width']}")
 
 
 def segment_stats(panoptic_ids: np.ndarray) -> dict[int, tuple[int, list[int]]]:
@@ -428,19 +487,16 @@ class CocoPanoptic:
         info = self.images[index]
         ann = self.annotation(index)
         png_path = self.png_dir / ann["file_name"]
-        panoptic_ids = read_panoptic_png(png_path)
+        panoptic_ids = read_panoptic_png(png_path, info)
         size = (int(info["height"]), int(info["width"]))
-        mismatch = size_problem(png_path, panoptic_ids.shape, info)
-        if mismatch is not None:
-            raise mismatch
         raise_first(segment_problems(panoptic_ids, ann["segments_info"], self._category_ids, png_path))
         image = None
         if self.image_dir is not None:
             image_path = self.image_dir / info["file_name"]
+            image_problem = image_size_problem(image_path, info)  # from the header, before decoding
+            if image_problem is not None:
+                raise image_problem
             image = read_image(image_path)
-            if image.shape[:2] != size:
-                raise DataError(image_path, f"image is {image.shape[0]}x{image.shape[1]} (HxW), "
-                                            f"the JSON says {size[0]}x{size[1]}")
         boxes, labels, masks, iscrowd, stuff_map = decode_targets(
             panoptic_ids, ann["segments_info"], self.categories)
         return PanopticSample(

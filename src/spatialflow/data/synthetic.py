@@ -27,6 +27,8 @@ from spatialflow.data.coco_panoptic import PanopticWriter, SplitPaths
 from spatialflow.utils.atomic import atomic_save_image
 
 SPLITS = ("train", "val", "test-dev")
+#: Image sides (pixels) the generator accepts: the shapes need 32 px; above 4096 an image is only a memory sink.
+MIN_SIZE, MAX_SIZE = 32, 4096
 
 
 @dataclass(frozen=True)
@@ -401,7 +403,8 @@ def generate_synthetic(
     """Write train / val / test-dev splits in COCO-panoptic format (test-dev keeps its ground truth).
 
     Layout: ``out_dir/images/<split>/<name>.png``, ``out_dir/annotations/panoptic_<split>.json`` and
-    ``out_dir/annotations/panoptic_<split>/<name>.png``. Deterministic for given arguments.
+    ``out_dir/annotations/panoptic_<split>/<name>.png``. Deterministic for given arguments. A count of 0
+    writes that split without images (tests that need one split only; the CLI asks for at least one).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
@@ -409,9 +412,12 @@ def generate_synthetic(
     size = tuple(size) if size is not None else spec.size
     if not 0.25 <= object_scale <= 4:
         raise ValueError(f"object_scale must lie in [0.25, 4], got {object_scale}")
-    if len(size) != 2 or min(size) < 32:
-        raise ValueError(f"size must be (H, W) with both sides >= 32, got {size}")
+    if len(size) != 2 or not all(MIN_SIZE <= side <= MAX_SIZE for side in size):
+        raise ValueError(f"size must be (H, W) with both sides in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
     counts = {"train": num_train, "val": num_val, "test-dev": num_test}
+    for split, count in counts.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"number of {split} images must be an integer >= 0, got {count!r}")
     result: dict[str, SplitPaths] = {}
     for split_index, split in enumerate(SPLITS):
         paths = split_paths(out_dir, split)

@@ -14,12 +14,11 @@ from tqdm import tqdm
 
 from spatialflow.data.coco_panoptic import (
     check_panoptic_json,
-    image_size,
+    image_size_problem,
     one_line_per_file,
     read_json,
     read_panoptic_png,
     segment_problems,
-    size_problem,
 )
 from spatialflow.errors import DataError
 
@@ -37,26 +36,18 @@ def validate_panoptic(
     problems, index = check_panoptic_json(data, json_path, "dataset", nonempty=True)
     for ann in tqdm(index.annotations, desc="validate", unit="img", disable=None):
         png_path = Path(png_dir) / ann["file_name"]
+        info = index.images.get(ann["image_id"])
         try:
-            panoptic_ids = read_panoptic_png(png_path)
+            panoptic_ids = read_panoptic_png(png_path, info)  # the header's size is checked before decoding
         except DataError as exc:
             problems.append(exc)
             continue
-        info = index.images.get(ann["image_id"])
-        if info is not None:
-            mismatch = size_problem(png_path, panoptic_ids.shape, info)
+        if info is not None and image_dir is not None:
+            try:
+                mismatch = image_size_problem(Path(image_dir) / info["file_name"], info)
+            except DataError as exc:
+                mismatch = exc
             if mismatch is not None:
                 problems.append(mismatch)
-                continue
-            if image_dir is not None:
-                image_path = Path(image_dir) / info["file_name"]
-                try:
-                    size = image_size(image_path)
-                    if size != (info["height"], info["width"]):
-                        problems.append(DataError(
-                            image_path, f"image is {size[0]}x{size[1]} (HxW), the JSON says "
-                                        f"{info['height']}x{info['width']}"))
-                except DataError as exc:
-                    problems.append(exc)
         problems.extend(segment_problems(panoptic_ids, ann["segments_info"], index.category_ids, png_path))
     return [str(p) for p in one_line_per_file(problems)]

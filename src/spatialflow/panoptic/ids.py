@@ -8,6 +8,8 @@ PNG ids through it, so they accept and reject the same files with the same messa
 from __future__ import annotations
 
 import os
+import struct
+from collections.abc import Callable
 
 import numpy as np
 import pyspng
@@ -37,20 +39,31 @@ def id2rgb(ids: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def read_segment_ids(path: str | os.PathLike) -> np.ndarray:
+#: Largest panoptic PNG decoded, in pixels (8192 x 8192): its ids take 0.5 GB. A PNG of a few kilobytes can
+#: declare 20000 x 20000 pixels (1.2 GB of colours, 3.2 GB of ids); its header is refused before decoding.
+MAX_PNG_PIXELS = 2**26
+
+#: ``size_check(path, (height, width))``: a DataError when the PNG header's size is not the expected one.
+SizeCheck = Callable[[str | os.PathLike, tuple[int, int]], "DataError | None"]
+
+
+def read_segment_ids(path: str | os.PathLike, size_check: SizeCheck | None = None) -> np.ndarray:
     """(H, W) intp segment ids of a COCO-panoptic PNG (``R + 256 G + 256**2 B``), decoded fast.
 
     ``read_panoptic_rgb`` then ``ids_from_rgb`` (the ids read from the packed bytes, no per-channel arithmetic).
     """
-    return ids_from_rgb(read_panoptic_rgb(path))
+    return ids_from_rgb(read_panoptic_rgb(path, size_check))
 
 
-def read_panoptic_rgb(path: str | os.PathLike) -> np.ndarray:
+def read_panoptic_rgb(path: str | os.PathLike, size_check: SizeCheck | None = None) -> np.ndarray:
     """(H, W, 3) uint8 colours of a COCO-panoptic PNG; DataError if missing, corrupt or not 8-bit RGB(A).
 
-    Decoding is libspng through pyspng (about 1.8x faster than Pillow's libpng on panoptic PNGs; decoding
-    is most of PQ's time), straight to packed RGB (an alpha channel is dropped). PQ counts pixels on these
-    colours directly; every other reader wants ``read_segment_ids``.
+    Before decoding, the header's size is checked against ``MAX_PNG_PIXELS`` and, with ``size_check``,
+    against the size the caller expects (the JSON's height x width of the image), so a PNG that would
+    decode to gigabytes is refused from its first 24 bytes. Decoding is libspng through pyspng (about 1.8x
+    faster than Pillow's libpng on panoptic PNGs; decoding is most of PQ's time), straight to packed RGB
+    (an alpha channel is dropped). PQ counts pixels on these colours directly; every other reader wants
+    ``read_segment_ids``.
     """
     try:
         with open(path, "rb") as handle:
@@ -59,7 +72,9 @@ def read_panoptic_rgb(path: str | os.PathLike) -> np.ndarray:
         raise DataError(path, "panoptic PNG not found") from None
     except IsADirectoryError:
         raise DataError(path, "is a directory; expected a panoptic PNG file") from None
-    check_png_header(encoded, path)
+    size = check_png_header(encoded, path)
+    if size_check is not None and (mismatch := size_check(path, size)) is not None:
+        raise mismatch
     try:
         pixels = pyspng.load(encoded, format="RGB")
     except Exception as exc:  # libspng reports corrupt / truncated files as RuntimeError or ValueError
@@ -73,8 +88,9 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
 
 
-def check_png_header(encoded: bytes, path: str | os.PathLike) -> None:
-    """DataError unless ``encoded`` starts like an 8-bit RGB / RGBA PNG (signature + IHDR, nothing decoded).
+def check_png_header(encoded: bytes, path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) from the header; DataError unless ``encoded`` starts like an 8-bit RGB / RGBA PNG of at
+    most ``MAX_PNG_PIXELS`` pixels (signature + IHDR, nothing decoded).
 
     The one test every reader of panoptic PNGs (validate-data, evaluate, package-submission, the training
     reader) applies, so all of them accept and reject the same files with the same message.
@@ -88,6 +104,11 @@ def check_png_header(encoded: bytes, path: str | os.PathLike) -> None:
     if depth != 8 or colour not in (2, 6):
         got = f"{depth}-bit {_PNG_COLOUR_TYPES.get(colour, f'colour type {colour}')}"
         raise DataError(path, f"panoptic PNG must be 8-bit RGB (or RGBA), got {got}")
+    width, height = struct.unpack(">II", encoded[16:24])
+    if width * height > MAX_PNG_PIXELS:
+        raise DataError(path, f"PNG header says {height}x{width} (HxW) pixels, more than the {MAX_PNG_PIXELS:,} "
+                              "a panoptic PNG may have (refused before decoding)")
+    return height, width
 
 
 def ids_from_rgb(pixels: np.ndarray) -> np.ndarray:

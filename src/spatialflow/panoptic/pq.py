@@ -46,7 +46,7 @@ import numba
 import numpy as np
 from tqdm import tqdm
 
-from spatialflow.data.coco_panoptic import load_panoptic_json, size_problem
+from spatialflow.data.coco_panoptic import load_panoptic_json, size_check_of
 from spatialflow.errors import DataError
 from spatialflow.panoptic.ids import ids_from_rgb, read_panoptic_rgb
 
@@ -389,10 +389,8 @@ def load_image_pairs(
 def _evaluate_pairs(categories: list[dict], pairs: Sequence[_ImagePair]) -> PQAccumulator:
     accumulator = PQAccumulator(categories)
     for pair in pairs:
-        gt_rgb = read_panoptic_rgb(pair.gt_png)
-        if pair.gt_image is not None and (mismatch := size_problem(pair.gt_png, gt_rgb.shape[:2], pair.gt_image)):
-            raise mismatch
-        pred_rgb = read_panoptic_rgb(pair.pred_png)
+        gt_rgb = read_panoptic_rgb(pair.gt_png, size_check_of(pair.gt_image))
+        pred_rgb = read_panoptic_rgb(pair.pred_png, _size_of_ground_truth(gt_rgb.shape[:2], pair.image_id))
         try:
             accumulator._add(gt_rgb, pair.gt_segments, pred_rgb, pair.pred_segments)
         except _ImageError as err:
@@ -402,6 +400,16 @@ def _evaluate_pairs(categories: list[dict], pairs: Sequence[_ImagePair]) -> PQAc
                 path = pair.gt_json if err.side == "gt" else pair.pred_json
             raise DataError(path, f"image {pair.image_id}: {err.problem}") from None
     return accumulator
+
+
+def _size_of_ground_truth(gt_shape: tuple[int, int], image_id: Any):
+    """The ``size_check`` of a prediction PNG: the header's size must be the ground truth PNG's."""
+    def check(path: str | os.PathLike, size: tuple[int, int]) -> DataError | None:
+        size, expected = tuple(size), tuple(gt_shape)
+        if size == expected:
+            return None
+        return DataError(path, f"image {image_id}: size {size} differs from the ground truth's {expected}")
+    return check
 
 
 def _evaluate_chunk(task: tuple[list[dict], list[_ImagePair]]) -> PQAccumulator:

@@ -28,19 +28,32 @@ from spatialflow.data.coco_panoptic import (
     load_panoptic_json,
     raise_first,
     read_json,
-    size_problem,
+    size_check_of,
 )
 from spatialflow.errors import ConfigError, DataError
 from spatialflow.panoptic.ids import read_segment_ids
 from spatialflow.utils.atomic import atomic_open, atomic_write_json
 
-_METHOD = re.compile(r"^[A-Za-z0-9-]+$")
+#: A field of the upload's file names (the method, the split): letters, digits and '-', starting with a
+#: letter or digit. No '_' (it separates the fields), no '.', '/', '\\' or control characters, so the
+#: names stay inside the output folder and the zip.
+_NAME_FIELD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,99}")
+
+
+def name_field_problem(value: str) -> str | None:
+    """Why ``value`` cannot be the method or split in the upload's file names (None if it can)."""
+    if _NAME_FIELD.fullmatch(value):
+        return None
+    return (f"{value!r} is not a name for the upload's files; use 1 to 100 letters, digits and '-', starting "
+            "with a letter or digit (no '_', which separates the fields, no '.', '/' or control characters)")
 
 
 def submission_name(method: str, split: str = "test-dev2017") -> str:
     """``panoptic_<split>_<method>_results`` (the stem of the JSON, the folder and the zip)."""
-    if not _METHOD.match(method):
-        raise ConfigError(f"method name {method!r}: use letters, digits and '-' only (no '_', which splits fields)")
+    for field, value in (("method", method), ("split", split)):
+        problem = name_field_problem(value)
+        if problem:
+            raise ConfigError(f"{field} {problem}")
     return f"panoptic_{split}_{method}_results"
 
 
@@ -60,7 +73,8 @@ def check_prediction(pred: dict, pred_json: str | os.PathLike, pred_dir: str | o
     """Raise DataError (naming the file) for the first problem that would make the server reject ``pred``.
 
     The JSON and PNG checks are those of validate-data and evaluate (``check_panoptic_json``,
-    ``read_segment_ids``): duplicate, absolute and '..' file names and missing keys are refused here.
+    ``read_segment_ids``): duplicate, absolute and '..' file names, file names with control characters and
+    missing keys are refused here.
     """
     problems, index = check_panoptic_json(pred, pred_json, "submission", nonempty=True)
     raise_first(problems)
@@ -80,10 +94,8 @@ def check_prediction(pred: dict, pred_json: str | os.PathLike, pred_dir: str | o
         unknown = sorted({s["category_id"] for s in annotation["segments_info"]} - index.category_ids)
         if unknown:
             raise DataError(pred_json, f"image {image_id}: unknown category ids {unknown}")
-        segment_ids = read_segment_ids(png)
         info = index.images.get(image_id)  # a prediction JSON may list its images: sizes must agree
-        if info is not None and (mismatch := size_problem(png, segment_ids.shape, info)):
-            raise mismatch
+        segment_ids = read_segment_ids(png, size_check_of(info))
         in_png = set(np.unique(segment_ids).tolist()) - {0}
         if in_png != set(ids) - {0}:
             raise DataError(png, f"PNG segment ids {sorted(in_png - set(ids))[:5]} not in the JSON, "
@@ -122,6 +134,9 @@ def package_submission(pred_json: str | os.PathLike, pred_dir: str | os.PathLike
     out = Path(out_dir)
     json_path = out / f"{name}.json"
     zip_path = out / f"{name}.zip"
+    for path in (json_path, zip_path):  # a second guard behind the checked name fields
+        if path.resolve().parent != out.resolve():
+            raise ConfigError(f"{path}: would be written outside the output folder {out}")
     atomic_write_json(json_path, pred, indent=None)
     with atomic_open(zip_path, "wb") as handle:
         with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
