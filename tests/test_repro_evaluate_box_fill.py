@@ -68,3 +68,14 @@ def test_a_rows_metrics_keep_their_keys_and_gain_the_box_fill_block(monkeypatch,
     assert [s["predictions"] for s in out["box_fill"]["per_seed"]] == [
         "data/07_model_output/t2_spatialflow/val_predictions/seed0/box_fill",
         "data/07_model_output/t2_spatialflow/val_predictions/seed1/box_fill"]
+
+
+def test_every_rows_submission_method_is_a_valid_upload_name(repo_root):
+    from spatialflow.panoptic.submission import name_field_problem
+    from spatialflow.utils.yaml_io import read_yaml
+    from spatialflow_repro.pipelines.evaluate.nodes import submission_method
+    from spatialflow_repro.rows import trained_rows
+
+    rows = trained_rows(read_yaml(repo_root / "params.yaml"))
+    assert submission_method("t4_r101_800") == "spatialflow-t4-r101-800"
+    assert [name for name in rows if name_field_problem(submission_method(name))] == []

@@ -87,8 +87,14 @@ def evaluate_checkpoint(final_model: str, split_role: str, out_dir: Path, tta: d
     run = predict_split(model, images, split.image_dir, categories, out_dir, min_size=min_size,
                         max_size=sizes.max_size, tta=tta_config)
     _, zip_path = package_submission(run["pred_json"], run["pred_dir"], out_dir / "submission",
-                                     method=f"spatialflow-{cfg.name}", image_info_json=split.json)
+                                     method=submission_method(cfg.name), image_info_json=split.json)
     return {"metrics": None, "submission": str(zip_path), "extra_merges": {}}
+
+
+def submission_method(row_name: str) -> str:
+    """The method field of a row's upload name: ``spatialflow-<row>`` with '-' for '_' (the server's names
+    separate their fields with '_')."""
+    return "spatialflow-" + row_name.replace("_", "-")
 
 
 def _evaluate(row_name: str, params: dict, training: dict, split_role: str, tta_name: str | None,
