@@ -13,7 +13,7 @@ from PIL import Image
 
 from spatialflow.cli import main
 from spatialflow.engine import checkpoint as ckpt
-from spatialflow.panoptic.ids import rgb2id
+from spatialflow.data.panoptic_ids import rgb2id
 
 MODEL = {"preset": "spatialflow", "depth": 18, "fpn_channels": 32, "stuff_channels": 32, "stuff_groups": 8,
          "mask_channels": 32}

@@ -14,7 +14,7 @@ from spatialflow.benchmarks import pq as pq_benchmark
 from spatialflow.cli import main
 from spatialflow.data.coco_panoptic import PanopticWriter
 from spatialflow.errors import ConfigError, DataError
-from spatialflow.panoptic.ids import read_segment_ids
+from spatialflow.data.panoptic_ids import read_segment_ids
 from spatialflow.panoptic.pq import pq_compute
 from spatialflow.panoptic.submission import package_submission
 

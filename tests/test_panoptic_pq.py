@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from spatialflow.errors import DataError
-from spatialflow.panoptic.ids import id2rgb, read_segment_ids
+from spatialflow.data.panoptic_ids import id2rgb, read_segment_ids
 from spatialflow.panoptic.pq import PQAccumulator, pq_compute
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -353,7 +353,7 @@ def test_pair_counts_single_pixel_and_one_long_run():
 
 def test_one_png_decoder_for_rgb_and_rgba(tmp_path):
     from spatialflow.data.coco_panoptic import read_panoptic_png
-    from spatialflow.panoptic.ids import read_panoptic_rgb, rgb2id
+    from spatialflow.data.panoptic_ids import read_panoptic_rgb, rgb2id
 
     ids = np.array([[0, 1, 256], [65536, 16777215, 70000]], dtype=np.int64)
     rgb = id2rgb(ids)
@@ -368,7 +368,7 @@ def test_one_png_decoder_for_rgb_and_rgba(tmp_path):
 def test_prediction_png_of_another_size_is_refused_from_its_header(tmp_path):
     from test_hardening_inputs import png_header_only
 
-    from spatialflow.panoptic.ids import MAX_PNG_PIXELS
+    from spatialflow.data.panoptic_ids import MAX_PNG_PIXELS
 
     pair, pred_dir, pred = _copy_pair(tmp_path)
     height, width = Image.open(pair / "coco_gt" / "cat.png").size[::-1]

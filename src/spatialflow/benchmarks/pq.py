@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from spatialflow.benchmarks.interleave import rates, ratio, spread, time_interleaved
-from spatialflow.panoptic.ids import id2rgb
+from spatialflow.data.panoptic_ids import id2rgb
 
 HELP = "PQ evaluator speed (images/s, 1 worker and all cores) against hotcoco on synthetic PNGs"
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from spatialflow.data.categories import IGNORE_INDEX, CategoryMap
 from spatialflow.errors import DataError
-from spatialflow.panoptic.ids import VOID_ID, id2rgb, read_segment_ids
+from spatialflow.data.panoptic_ids import VOID_ID, id2rgb, read_segment_ids
 from spatialflow.utils.atomic import atomic_save_image, atomic_write_json
 
 REQUIRED_TOP_KEYS = ("images", "annotations", "categories")

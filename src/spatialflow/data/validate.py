@@ -2,7 +2,7 @@
 
 At most one line per file (its first problem, with the count of the others), each starting with the file.
 The checks are the ones evaluate and package-submission apply (``coco_panoptic.check_panoptic_json`` for the
-JSON, ``panoptic.ids.read_segment_ids`` for the PNGs), so the three commands accept and reject the same files.
+JSON, ``data.panoptic_ids.read_segment_ids`` for the PNGs), so the three commands accept and reject the same files.
 """
 
 from __future__ import annotations

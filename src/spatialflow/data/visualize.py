@@ -7,7 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from spatialflow.panoptic.ids import VOID_ID
+from spatialflow.data.panoptic_ids import VOID_ID
 from spatialflow.utils.atomic import atomic_save_image
 
 

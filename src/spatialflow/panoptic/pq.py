@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from spatialflow.data.coco_panoptic import load_panoptic_json, size_check_of
 from spatialflow.errors import DataError
-from spatialflow.panoptic.ids import ids_from_rgb, read_panoptic_rgb
+from spatialflow.data.panoptic_ids import ids_from_rgb, read_panoptic_rgb
 
 MATCH_IOU = 0.5
 #: Segment ids are < 256**3 (three PNG bytes).

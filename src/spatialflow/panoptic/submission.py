@@ -31,7 +31,7 @@ from spatialflow.data.coco_panoptic import (
     size_check_of,
 )
 from spatialflow.errors import ConfigError, DataError
-from spatialflow.panoptic.ids import read_segment_ids
+from spatialflow.data.panoptic_ids import read_segment_ids
 from spatialflow.utils.atomic import atomic_open, atomic_write_json
 
 #: A field of the upload's file names (the method, the split): letters, digits and '-', starting with a
