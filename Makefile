@@ -27,7 +27,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
 	@rm -f $(VENV)/.installed-*; touch $@
 
+# params.yaml is checked first (strict YAML, every row of the grid in the active profile): a bad grid is one
+# line per problem before DVC reads the file or any stage runs.
 repro: install
+	python -m spatialflow_repro check-params
 	dvc repro
 
 # Two workers (CI has 2 cores); a test file runs in one worker, so each end-to-end file stays in order.

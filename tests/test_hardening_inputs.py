@@ -422,3 +422,137 @@ def test_submission_zip_is_readable_by_the_group_and_others(tmp_path, capsys):
     for path in (tmp_path / "up").iterdir():
         assert path.stat().st_mode & 0o777 == 0o644, path
     shutil.rmtree(tmp_path / "up")
+
+
+# ------------------------------------------------------------------- the pipeline layer (kedro run, make repro)
+# A user error in any DVC stage (`kedro run ...`) is one line `<stage>: error: <message>` on stderr and exit
+# status 2; params.yaml is checked (strictly read, whole grid) before any pipeline is built.
+
+BILLION_LAUGHS = "\n".join(['lol0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'] + [
+    f"lol{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10)])
+
+
+@pytest.fixture(scope="module")
+def pipeline_project(tmp_path_factory, repo_root):
+    """A copy of the project (micro grid of the end-to-end test), no data: what each test runs in."""
+    import sys
+
+    import yaml
+
+    from test_repro_e2e import _copy_project, _micro_params
+
+    project = tmp_path_factory.mktemp("pipeline") / "project"
+    _copy_project(repo_root, project)
+    params = _micro_params(yaml.safe_load((repo_root / "params.yaml").read_text()))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "KEDRO_DISABLE_TELEMETRY": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(project / "src"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{project.parent / 'mlflow.db'}", "COLUMNS": "200"}
+    env.pop("DVC_STAGE", None)
+    return {"project": project, "params": params, "env": env}
+
+
+def _run_in(project: dict, command: list[str], params_text: str, **env) -> tuple[int, list[str], str]:
+    """Write params.yaml, run ``command`` in the project; (status, stderr lines, stdout)."""
+    import subprocess
+
+    (project["project"] / "params.yaml").write_text(params_text)
+    done = subprocess.run(command, cwd=project["project"], env={**project["env"], **env}, capture_output=True,
+                          text=True, timeout=600, stdin=subprocess.DEVNULL)
+    return done.returncode, [line for line in done.stderr.splitlines() if line.strip()], done.stdout
+
+
+def _edited(project: dict, change) -> str:
+    import copy
+
+    import yaml
+
+    params = copy.deepcopy(project["params"])
+    change(params)
+    return yaml.safe_dump(params, sort_keys=False)
+
+
+def test_a_row_named_with_an_absolute_path_is_refused_and_nothing_is_written(pipeline_project, tmp_path):
+    evil = str(tmp_path / "evil")
+    text = _edited(pipeline_project, lambda p: p["lambda_rows"].update({evil: p["lambda_rows"]["t1_lambda_0_25"]}))
+    status, err, out = _run_in(pipeline_project, ["kedro", "run", "--env", "repro", "--pipelines", "lambda_search"],
+                               text, DVC_STAGE="select_lambda")
+    assert status == 2 and "Traceback" not in out
+    assert err == [f"select_lambda: error: params.yaml: lambda_rows.{evil}: bad row name {evil!r}: only lower-case "
+                   "letters, digits and '_' (it becomes a path, a DVC stage and a Kedro namespace)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_row_is_one_line_for_make_repro_and_for_the_stage(pipeline_project):
+    text = _edited(pipeline_project, lambda p: p["rows"]["t2_baseline"].update(preset="nope"))
+    problem = ("params.yaml: rows.t2_baseline.preset: unknown model preset 'nope'; choose one of ['+reg_cls', "
+               "'+reg_mask', '+reg_stuff', '+subnets', 'baseline', 'spatialflow', 'spatialflow_dcn']")
+    import sys
+
+    status, err, _ = _run_in(pipeline_project, [sys.executable, "-m", "spatialflow_repro", "check-params"], text)
+    assert (status, err) == (2, [f"check-params: error: {problem}"])
+    status, err, out = _run_in(pipeline_project, ["kedro", "run", "--env", "repro", "--pipelines", "data_prep"],
+                               text, DVC_STAGE="prepare_data")
+    assert (status, err) == (2, [f"prepare_data: error: {problem}"]) and "Traceback" not in out
+
+
+def test_an_alias_bomb_is_one_line_before_dvc_or_kedro_expand_it(pipeline_project):
+    import sys
+
+    text = _edited(pipeline_project, lambda p: None) + BILLION_LAUGHS + "\n"
+    status, err, _ = _run_in(pipeline_project, [sys.executable, "-m", "spatialflow_repro", "check-params"], text)
+    assert (status, err) == (2, ["check-params: error: params.yaml: its aliases expand to more than 200000 nodes "
+                                 "(an alias bomb?); refused"])
+    status, err, _ = _run_in(pipeline_project, ["kedro", "run", "--env", "repro", "--pipelines", "data_prep"], text)
+    assert status == 2 and len(err) == 1 and err[0].endswith("its aliases expand to more than 200000 nodes "
+                                                             "(an alias bomb?); refused")
+    makefile = (pipeline_project["project"] / "Makefile").read_text()
+    recipe = makefile.split("\nrepro:", 1)[1].split("\n\n", 1)[0]
+    assert recipe.index("python -m spatialflow_repro check-params") < recipe.index("dvc repro")
+
+
+def test_a_stage_failing_on_missing_data_prints_one_line_and_no_warning(pipeline_project):
+    """`profile: coco` without the COCO files: the data stage's DataError, nothing else on stderr, no
+    traceback and no deprecation or dataset-name warning in the log."""
+    import sys
+
+    def coco(params: dict) -> None:
+        params["profile"] = "coco"
+        params["profiles"]["coco"]["training"]["row_overrides"] = {}  # Table 6's row is not in the micro grid
+
+    text = _edited(pipeline_project, coco)
+    for command in (["kedro", "run", "--env", "repro", "--pipelines", "data_prep"],
+                    [sys.executable, "-m", "spatialflow_repro", "run", "--env", "repro", "--pipelines", "data_prep"]):
+        status, err, out = _run_in(pipeline_project, command, text)
+        assert status == 2
+        assert err == ["data_prep: error: data/01_raw/coco/annotations/panoptic_train2017.json: missing (train split "
+                       "of COCO; see README 'Real data' for the layout)"]
+        assert "Traceback" not in out and "Warning" not in out and "failed with error" not in out
+
+
+def test_a_bug_keeps_its_traceback_and_a_wrapped_user_error_is_one_line(monkeypatch):
+    import click
+    from click.testing import CliRunner
+
+    from spatialflow_repro import cli
+
+    def failing(error: Exception):
+        return click.Command("run", params=cli.kedro_run.params, callback=lambda **kwargs: (_ for _ in ()).throw(error))
+
+    monkeypatch.setattr(cli, "kedro_run", failing(RuntimeError("a bug")))
+    result = CliRunner().invoke(cli.cli, ["run", "--pipelines", "train"])
+    assert isinstance(result.exception, RuntimeError) and result.exit_code == 1  # re-raised: its traceback
+
+    wrapped = RuntimeError("node failed")
+    wrapped.__cause__ = DataError("data/x.json", "missing")
+    monkeypatch.setattr(cli, "kedro_run", failing(wrapped))
+    result = CliRunner().invoke(cli.cli, ["run", "--pipelines", "train"])
+    assert result.exit_code == 2 and result.output.splitlines() == ["train: error: data/x.json: missing"]
+
+
+def test_a_data_error_survives_the_trip_between_processes():
+    """Parallel seeds and Kedro's ParallelRunner pickle a worker's exception: it must stay one DataError."""
+    import pickle
+
+    error = pickle.loads(pickle.dumps(DataError("data/x.json", "missing")))
+    assert type(error) is DataError and (error.path, error.problem, str(error)) == ("data/x.json", "missing",
+                                                                                    "data/x.json: missing")

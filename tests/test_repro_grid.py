@@ -186,3 +186,107 @@ def test_dvc_keeps_persisted_outputs_when_a_param_is_missing(tmp_path):
     assert failed.returncode != 0 and "Parameters 'profiles.nosuch.n' are missing" in failed.stdout + failed.stderr
     assert (tmp_path / "kept/a").is_file()  # persisted: untouched
     assert not (tmp_path / "gone").exists()  # DVC's default: removed before the params check
+
+
+# ------------------------------------------------------------------------------ params.yaml checked first
+from spatialflow_repro.params_check import ROW_NAME_RULE, params_problems  # noqa: E402
+
+PRESETS_LIST = "['+reg_cls', '+reg_mask', '+reg_stuff', '+subnets', 'baseline', 'spatialflow', 'spatialflow_dcn']"
+
+
+def _set(path: str, value):
+    """An edit of params: ``path`` dotted (keys with dots are not needed here)."""
+    def edit(params: dict) -> None:
+        *parents, last = path.split(".")
+        target = params
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return edit
+
+
+def _rename(group: str, old: str, new: str):
+    def edit(params: dict) -> None:
+        params[group][new] = params[group].pop(old)
+    return edit
+
+
+GRID_CASES = {
+    "absolute row name": (_rename("lambda_rows", "t1_lambda_1_00", "/srv/evil"),
+                          f"lambda_rows./srv/evil: bad row name '/srv/evil': {ROW_NAME_RULE}"),
+    "dotted row name": (_rename("rows", "t2_reg_cls", "t2.reg"), f"rows.t2.reg: bad row name 't2.reg': {ROW_NAME_RULE}"),
+    "upper-case pretrained row": (_rename("pretrained_rows", "t7_r101_coco", "T7"),
+                                  f"pretrained_rows.T7: bad row name 'T7': {ROW_NAME_RULE}"),
+    "test-dev row name": (_rename("testdev_rows", "t6_r101_dcn", "../t6"),
+                          f"testdev_rows.../t6: bad row name '../t6': {ROW_NAME_RULE}"),
+    "pretrained backbone name": (_rename("pretrain_backbones", "resnet18", "a b"),
+                                 f"pretrain_backbones.a b: bad row name 'a b': {ROW_NAME_RULE}"),
+    "init_from": (_set("pretrained_rows.t7_r101_coco.init_from", "/x"),
+                  f"pretrained_rows.t7_r101_coco.init_from: bad row name '/x': {ROW_NAME_RULE}"),
+    "figures row": (_set("figures.baseline_row", "t2 baseline"),
+                    f"figures.baseline_row: bad row name 't2 baseline': {ROW_NAME_RULE}"),
+    "unknown preset": (_set("rows.t2_baseline.preset", "nope"),
+                       f"rows.t2_baseline.preset: unknown model preset 'nope'; choose one of {PRESETS_LIST}"),
+    "backbone not in the profile": (_set("rows.t2_baseline.backbone", "R152"),
+                                    "rows.t2_baseline (profile tiny): profile 'tiny' has no backbone 'R152'"),
+    "size not in the profile": (_set("rows.t2_baseline.size", "1000"),
+                                "rows.t2_baseline (profile tiny): profile 'tiny' has no image size '1000' "
+                                "(sizes: ['600', '800', 'cityscapes'])"),
+    "negative lr in the profile": (_set("profiles.tiny.training.schedule.coco.lr", -1),
+                                   "profiles.tiny.training.schedule.coco.lr: Input should be greater than 0, got -1"),
+    "negative lr of a row": (_set("rows.t2_baseline.schedule", {"lr": -1}),
+                             "rows.t2_baseline (profile tiny): train.lr: Input should be greater than 0, got -1"),
+    "unknown key in a row": (_set("rows.t2_baseline.colour", "red"), "rows.t2_baseline.colour: unknown key"),
+    "lambda": (_set("rows.t2_baseline.lambda", "x"), "rows.t2_baseline.lambda: must be a number >= 0 or 'search', got 'x'"),
+    "inference threshold": (_set("profiles.tiny.inference.detection.nms_thresh", 2),
+                            "profiles.tiny.inference.detection: nms_thresh: must lie in [0, 1], got 2"),
+    "merge threshold": (_set("profiles.tiny.inference.merge.coco.score_threshold", 3),
+                        "profiles.tiny.inference.merge.coco: score_threshold: must lie in [0, 1], got 3"),
+    "unknown test-dev TTA": (_set("testdev_rows.t6_r101_dcn.tta", "nope"),
+                             "rows.t6_r101_dcn (profile tiny): profiles.tiny.inference.tta: has no preset 'nope' "
+                             "(has ['cityscapes', 'coco'])"),
+    "figures row not trained": (_set("figures.baseline_row", "t9"), "figures.baseline_row: 't9' is not a trained row"),
+    "unknown profile": (_set("profile", "nope"), "profile 'nope' is not one of ['cityscapes', 'coco', 'tiny']"),
+}
+
+
+@pytest.mark.parametrize("profile", ["tiny", "coco", "cityscapes"])
+def test_the_real_grid_has_no_problem_in_any_profile(params, profile):
+    assert params_problems({**params, "profile": profile}) == []
+
+
+@pytest.mark.parametrize("case", sorted(GRID_CASES))
+def test_a_bad_grid_is_one_line_naming_the_key(params, case):
+    import copy
+
+    edit, line = GRID_CASES[case]
+    bad = copy.deepcopy(params)
+    edit(bad)
+    assert params_problems(bad) == [line]
+
+
+def test_one_bad_schedule_shared_by_many_rows_is_one_line(params):
+    import copy
+
+    bad = copy.deepcopy(params)
+    for name in ("t2_baseline", "t2_subnets"):
+        bad["rows"][name]["schedule"] = {"warmup_iters": -2}
+    assert params_problems(bad) == ["rows.t2_baseline, rows.t2_subnets (profile tiny): train.warmup_iters: "
+                                    "Input should be greater than or equal to 0, got -2"]
+
+
+def test_dvc_stages_use_kedros_pipelines_option(repo_root):
+    """``--pipeline`` is deprecated in Kedro 1 (a warning in every stage's output); ``--pipelines`` is not."""
+    text = (repo_root / "dvc.yaml").read_text()
+    commands = [line.split("cmd:", 1)[1].strip() for line in text.splitlines() if "cmd:" in line]
+    assert commands and all(" --pipelines " in cmd and " --pipeline " not in cmd for cmd in commands)
+
+
+def test_building_the_pipelines_warns_about_nothing(params):
+    """Kedro warns about dataset names with a dot; ours are other rows' namespaced datasets, on purpose."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        build_pipelines(params)
+    assert [str(w.message) for w in seen] == []

@@ -72,6 +72,53 @@ def test_unreachable_server_never_stops_training_and_logs_are_replayed(tmp_path)
     assert (tmp_path / "mlruns").is_dir()  # artifacts next to the SQLite file, not under the current folder
 
 
+@pytest.mark.parametrize("evaluation_first", [True, False])
+def test_evaluation_pq_during_an_outage_is_kept_and_replayed_into_the_training_run(tmp_path, monkeypatch,
+                                                                                   evaluation_first):
+    """MLflow down for a row's training and its evaluation: the run never got an id, yet the val and
+    test-dev PQ are kept in the evaluation's own pending files and land in the same run as the training's
+    logs, whichever file is replayed first."""
+    from mlflow.tracking import MlflowClient
+
+    down = f"http://127.0.0.1:{_unused_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
+    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)  # close() retries without waiting
+    row = MICRO_ROWS["t2_spatialflow"]
+    with pytest.warns(UserWarning, match="replay_pending"):
+        tracker = tracking.row_callback("t2_spatialflow", row, MICRO_PROFILE, 0, {"train": {"lr": 0.1}})
+        tracker.output_dir = tmp_path / "seed0"
+        tracker.log_metrics({"loss/total": 2.0}, step=4)
+        training_pending = tracker.close()
+    assert tracker.run_id is None
+    summary = json.loads(json.dumps({"mlflow_run_id": tracker.run_id, "mlflow_run": tracker.run_reference()}))
+    pending = {}
+    for split, pq in (("val", (40.0, 48.0, 28.0)), ("test", (39.0, 47.0, 27.0))):
+        predictions = tmp_path / f"{split}_predictions"
+        predictions.mkdir()
+        with pytest.warns(UserWarning, match="replay_pending"):
+            tracking.log_evaluation(summary["mlflow_run_id"], split, {"metrics": pq_result(*pq)}, predictions,
+                                    run_reference=summary["mlflow_run"])
+        pending[split] = predictions / tracking.PENDING_FILE
+        saved = {m[0]: m[1] for m in json.loads(pending[split].read_text())["metrics"]}
+        label = "val" if split == "val" else "test-dev"
+        assert saved[f"{label}/PQ"] == pq[0] and saved[f"{label}/PQ_th"] == pq[1]
+
+    uri = f"sqlite:///{tmp_path}/back.db"  # the server is back
+    order = [pending["val"], training_pending, pending["test"]] if evaluation_first else \
+        [training_pending, pending["val"], pending["test"]]
+    run_ids = {tracking.replay_pending(path, tracking_uri=uri) for path in order}
+    assert len(run_ids) == 1 and not any(path.exists() for path in order)
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_ids.pop())
+    assert run.info.run_name == "t2_spatialflow/seed0" and run.info.status == "FINISHED"
+    assert run.data.metrics["val/PQ"] == 40.0 and run.data.metrics["test-dev/PQ"] == 39.0
+    assert run.data.metrics["pq_all_test"] == 39.0 and run.data.metrics["loss/total"] == 2.0
+    assert run.data.tags["row"] == "t2_spatialflow" and run.data.tags["dvc_stage"] == "train@t2_spatialflow"
+    parent = client.get_run(run.data.tags[tracking.PARENT_RUN_TAG])
+    assert parent.info.run_name == "table2"
+    assert len(client.search_runs([run.info.experiment_id])) == 2  # the row's run and its table's parent
+
+
 def test_rejected_param_is_dropped_and_later_metrics_still_arrive(tmp_path):
     from mlflow.tracking import MlflowClient
 

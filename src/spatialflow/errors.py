@@ -17,6 +17,9 @@ class DataError(SpatialFlowError, ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # rebuilt from (path, problem) where it crosses processes (parallel seeds, runners)
+        return type(self), (self.path, self.problem)
+
 
 class ConfigError(SpatialFlowError, ValueError):
     """An invalid or contradictory configuration (e.g. a flow switched on without its sub-networks)."""

@@ -12,7 +12,10 @@ each row's run is nested under a parent run per table (``table2``), so a table's
 Nothing here ever raises into training: every MLflow call is buffered; when the server is unreachable
 the callback warns, keeps the data (with the original timestamps and steps) and retries later; at
 ``close()`` it retries a few times and, if the server is still down, writes everything to a
-``mlflow_pending.json`` that ``replay_pending`` uploads once the server is back.
+``mlflow_pending.json`` that ``replay_pending`` uploads once the server is back. A run that could not even
+be created yet has a run key (tag ``spatialflow.run_key``): what is logged to it later (the evaluation's
+PQ, after training during the same outage) carries the key, and whichever pending file is replayed first
+creates the run, the others find it by its key.
 
 Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo root>/mlflow.db``.
 """
@@ -25,6 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 DESCRIPTION_TAG = "mlflow.note.content"  # the experiment's (or a run's) description in the UI
 PARENT_RUN_TAG = "mlflow.parentRunId"  # nests a run under another in the runs table
 PARENT_NAME_TAG = "spatialflow.parent"  # marks the parent run of one table: its value is the table name
+RUN_KEY_TAG = "spatialflow.run_key"  # identifies a run before MLflow has given it an id (outages)
 _MAX_PARAM_LENGTH = 6000
 _BATCH = 100  # MLflow accepts at most 100 params/tags and 1000 metrics per log_batch
 
@@ -137,10 +142,11 @@ class MlflowCallback(Callback):
                  params: dict[str, Any] | None = None, tracking_uri: str | None = None,
                  retry_interval_s: float = 30.0, close_retries: int = 3, close_wait_s: float = 5.0,
                  run_id: str | None = None, experiment_tags: dict[str, str] | None = None,
-                 parent: dict[str, Any] | None = None) -> None:
+                 parent: dict[str, Any] | None = None, run_key: str | None = None) -> None:
         """``experiment_tags`` are set on the experiment whenever a run is created in it; ``parent``
         ({"name": "table2", "tags": {...}}) nests the run under that experiment's run of this name
-        (created once, FINISHED at once)."""
+        (created once, FINISHED at once). ``run_key``: log into the run of the experiment that has this key
+        (created if none has it yet); a new run gets a fresh key."""
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         self.tracking_uri = tracking_uri or default_tracking_uri()
@@ -157,19 +163,32 @@ class MlflowCallback(Callback):
             "experiment": experiment, "run_name": run_name, "run_id": run_id, "status": None,
             "tags": {"git_commit": git_commit(), **{k: str(v) for k, v in (tags or {}).items()}},
             "params": {}, "metrics": [], "artifacts": [], "tags_dirty": False,
-            "experiment_tags": dict(experiment_tags or {}), "parent": parent,
+            "experiment_tags": dict(experiment_tags or {}), "parent": parent, "run_key": None,
         }
+        if run_id is None:
+            self.state["run_key"] = run_key or uuid.uuid4().hex
+            self.state["tags"][RUN_KEY_TAG] = self.state["run_key"]
         self.state["tags"].setdefault("dvc_stage", os.environ.get("DVC_STAGE", "none"))
         self.state["tags"]["mlflow.source.git.commit"] = self.state["tags"]["git_commit"]
         self.log_params(params or {})
-        self._flush()  # create the run now if the server is there
+        if run_key is None:
+            self._flush()  # create the run now if the server is there
+
 
     @classmethod
-    def attach(cls, run_id: str, tracking_uri: str | None = None) -> MlflowCallback:
+    def attach(cls, run_id: str | None, tracking_uri: str | None = None,
+               run_reference: dict | None = None) -> MlflowCallback:
         """Log more into an existing run (e.g. evaluation after training), with the same outage handling;
-        ``close(status=None)`` then leaves the run's status as it is."""
-        callback = cls(experiment="", run_name="", tracking_uri=tracking_uri, run_id=run_id)
-        callback.state["tags"] = {}  # only tags set from now on are sent: the run keeps its own
+        ``close(status=None)`` then leaves the run's status as it is. Without ``run_id`` (MLflow was down
+        for the whole training), the run is the one of ``run_reference`` (``run_reference()`` of the
+        training's callback): found by its run key, or created with it, whichever side is sent first."""
+        if run_id is not None:
+            callback = cls(experiment="", run_name="", tracking_uri=tracking_uri, run_id=run_id)
+            callback.state["tags"] = {}  # only tags set from now on are sent: the run keeps its own
+            return callback
+        callback = cls(run_reference["experiment"], run_reference["run_name"], tracking_uri=tracking_uri,
+                       run_key=run_reference["run_key"])
+        callback.state["tags"] = {RUN_KEY_TAG: run_reference["run_key"]}  # the training run sets the others
         return callback
 
     # ------------------------------------------------------------------ training hooks
@@ -196,6 +215,11 @@ class MlflowCallback(Callback):
     @property
     def run_id(self) -> str | None:
         return self.state["run_id"]
+
+    def run_reference(self) -> dict[str, str | None]:
+        """What finds this run later even if MLflow has not created it yet (see :func:`log_evaluation`)."""
+        return {"experiment": self.state["experiment"], "run_name": self.state["run_name"],
+                "run_key": self.state["run_key"], "run_id": self.state["run_id"]}
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.state["tags"].update({k: str(v) for k, v in tags.items()})
@@ -301,9 +325,12 @@ def _send(client, state: dict) -> None:
         tags = dict(state["tags"])
         if state.get("parent"):
             tags[PARENT_RUN_TAG] = _parent_run_id(client, experiment_id, state["parent"])
-        run = client.create_run(experiment_id, run_name=state["run_name"], tags=tags)
-        state["run_id"] = run.info.run_id
-        state["tags_dirty"] = False
+        found = _run_with_key(client, experiment_id, state.get("run_key"))
+        if found is None:
+            state["run_id"] = client.create_run(experiment_id, run_name=state["run_name"], tags=tags).info.run_id
+            state["tags_dirty"] = False
+        else:  # logged to during the same outage by another process, replayed first
+            state["run_id"], state["tags"], state["tags_dirty"] = found, tags, True
     run_id = state["run_id"]
     if state.get("tags_dirty", True):
         tags = [RunTag(k, v) for k, v in state["tags"].items()]
@@ -340,6 +367,14 @@ def _experiment_id(client, name: str, tags: dict[str, str]) -> str:
     for key, value in tags.items():
         client.set_experiment_tag(experiment_id, key, value)
     return experiment_id
+
+
+def _run_with_key(client, experiment_id: str, run_key: str | None) -> str | None:
+    """The id of the experiment's (oldest) run tagged with ``run_key``; None if there is none."""
+    if not run_key:
+        return None
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'")
+    return min(runs, key=lambda run: (run.info.start_time, run.info.run_id)).info.run_id if runs else None
 
 
 def _parent_runs(client, experiment_id: str, name: str) -> list:
@@ -469,13 +504,16 @@ def row_callback(row_name: str, row: dict, profile: dict, seed: int, config: dic
                           parent=table_parent(row, profile))
 
 
-def log_evaluation(run_id: str | None, split: str, entry: dict, predictions: str | os.PathLike) -> None:
+def log_evaluation(run_id: str | None, split: str, entry: dict, predictions: str | os.PathLike,
+                   run_reference: dict | None = None) -> None:
     """Add a split's PQ/SQ/RQ (suffix ``_test`` for test-dev), its metrics JSON and a few predicted PNGs
-    to the row's run. Never raises: an outage leaves a ``mlflow_pending.json`` in ``predictions``."""
-    if run_id is None:
+    to the row's run (found by ``run_id``, else by ``run_reference``'s run key, see
+    :meth:`MlflowCallback.attach`). Never raises: an outage leaves a ``mlflow_pending.json`` in
+    ``predictions``, replayed like a training run's."""
+    if run_id is None and not (run_reference or {}).get("run_key"):
         return
+    callback = MlflowCallback.attach(run_id, run_reference=run_reference)
     suffix = "" if split == "val" else f"_{split}"
-    callback = MlflowCallback.attach(run_id)
     callback.output_dir = Path(predictions)
     metrics = entry.get("metrics") or {}
     callback.log_metrics({f"{k}{suffix}": v for k, v in pq_metrics(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from kedro.pipeline import Pipeline
 
-from spatialflow.utils.yaml_io import read_yaml
 from spatialflow_repro.config_loader import PARAMS_FILE
+from spatialflow_repro.params_check import check_params_file
 from spatialflow_repro.pipelines.data_prep import pipeline as data_prep
 from spatialflow_repro.pipelines.evaluate import pipeline as evaluate
 from spatialflow_repro.pipelines.figures import pipeline as figures
@@ -24,9 +25,23 @@ def find_params_file() -> Path:
     raise FileNotFoundError(f"{PARAMS_FILE}: not found in {Path.cwd()} (run from the project root)")
 
 
+# The lambda search reads the Table 1 rows' metrics and Table 7's -COCO row the checkpoints of the row it
+# starts from: datasets of other rows' namespaces (``<row>.lambda_metrics``, ``<row>.training``), whose
+# names have a dot by Kedro's own namespacing. Kedro warns about any such name when a node is built.
+DOTTED_NAMES_WARNING = "One or more dataset names contain '.' characters"
+
+
 def build_pipelines(params: dict | None = None) -> dict[str, Pipeline]:
+    """Every pipeline of the grid in ``params`` (default: params.yaml, read strictly and checked first, so a
+    bad grid is one line per problem before anything runs)."""
     if params is None:
-        params = read_yaml(find_params_file())
+        params = check_params_file(find_params_file())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=DOTTED_NAMES_WARNING, category=UserWarning)
+        return _build_pipelines(params)
+
+
+def _build_pipelines(params: dict) -> dict[str, Pipeline]:
     rows = trained_rows(params)
     lambda_rows = [name for name, row in rows.items() if row["group"] == "lambda_rows"]
     pipelines = {
@@ -38,7 +53,7 @@ def build_pipelines(params: dict | None = None) -> dict[str, Pipeline]:
         "evaluate": evaluate.create_testdev_pipeline(list(testdev_rows(params))),
     }
     # `kedro run` alone trains and evaluates every row; tables and figures read the row metrics from
-    # disk, so they run after it by name (`kedro run --pipeline tables`), as their DVC stages do.
+    # disk, so they run after it by name (`kedro run --pipelines tables`), as their DVC stages do.
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     pipelines["tables"] = tables.create_pipeline()
     compared = params.get("figures") or {}

@@ -114,7 +114,8 @@ def _evaluate(row_name: str, params: dict, training: dict, split_role: str, tta_
                                      extra_merges={"box_fill": box_fill["merge"]} if box_fill else None)
         entry = {"seed": seed_info["seed"], "mlflow_run_id": seed_info.get("mlflow_run_id"),
                  "predictions": str(out_dir), "metrics": result["metrics"], "submission": result["submission"]}
-        tracking.log_evaluation(seed_info.get("mlflow_run_id"), split_role, entry, out_dir)
+        tracking.log_evaluation(seed_info.get("mlflow_run_id"), split_role, entry, out_dir,
+                                run_reference=seed_info.get("mlflow_run"))
         per_seed.append(entry)
         if "box_fill" in result["extra_merges"]:
             box_fill_seeds.append({"seed": seed_info["seed"], "predictions": str(out_dir / "box_fill"),

@@ -52,6 +52,7 @@ def train_seed(cfg_dict: dict, row_name: str, row: dict, profile: dict, seed: in
         "iterations_per_second": round(float(result.iterations_per_second), 3),
         "last_losses": {k: round(float(v), 6) for k, v in result.last_losses.items()},
         "mlflow_run_id": None if tracker is None else tracker.run_id,
+        "mlflow_run": None if tracker is None else tracker.run_reference(),  # finds the run after an outage
     }
     if tracker is not None:
         tracker.close("FINISHED")
