@@ -76,3 +76,47 @@ def test_train_resume_and_predict_with_the_real_model(tmp_path, capsys):
     for ann in pred["annotations"]:  # every PNG id is a listed segment (void 0 aside)
         ids = rgb2id(np.asarray(Image.open(out / "panoptic_pred" / ann["file_name"]).convert("RGB")))
         assert set(np.unique(ids)) - {0} == {s["id"] for s in ann["segments_info"]}
+
+
+class _Interrupted(BaseException):
+    """Stops a run the way Ctrl-C does."""
+
+
+def test_workers_change_nothing_with_the_real_model_and_data(tmp_path):
+    """The micro config: 0 and 2 data-loader workers train the same weights bit for bit, and so does a
+    2-worker run interrupted after its checkpoint at iteration 3 (mid-epoch) and resumed."""
+    from spatialflow.data.synthetic import generate_synthetic
+    from spatialflow.engine.config import load_experiment_config
+    from spatialflow.engine.trainer import Callback, train
+
+    torch.set_num_threads(1)
+    split = generate_synthetic(tmp_path / "data", "shapes-coco", num_train=8, num_val=1, num_test=1, seed=0,
+                               size=(64, 64))["train"]
+
+    def config(name: str, workers: int):
+        return load_experiment_config({
+            "output_dir": str(tmp_path / name),
+            "model": {"preset": "spatialflow", "depth": 18, "fpn_channels": 16, "stuff_channels": 16,
+                      "stuff_groups": 4, "mask_channels": 16, "pretrained_backbone": False},
+            "data": {"train": {"json": str(split.json_path), "png_dir": str(split.png_dir),
+                               "image_dir": str(split.image_dir)},
+                     "transforms": {"min_size": [48, 64], "max_size": 64, "flip": 0.5}},
+            "train": {"optimizer": "adamw", "lr": 0.001, "batch_size": 1, "unit": "iteration", "length": 6,
+                      "decay_steps": [5], "warmup_iters": 2},
+            "run": {"checkpoint_every": 3, "keep_checkpoints": 10, "log_every": 1, "num_workers": workers,
+                    "device": "cpu"}})
+
+    class InterruptAt4(Callback):
+        def on_log(self, iteration, metrics):
+            if iteration == 4:
+                raise _Interrupted
+
+    none = train(config("w0", 0))
+    two = train(config("w2", 2))
+    with pytest.raises(_Interrupted):
+        train(config("w2r", 2), [InterruptAt4()])
+    resumed = train(config("w2r", 2), resume=True)
+    assert resumed.start_iteration == 3
+    weights = [ckpt.load_checkpoint(r.final_model)["model"] for r in (none, two, resumed)]
+    for other in weights[1:]:
+        assert all(torch.equal(weights[0][k], other[k]) for k in weights[0])

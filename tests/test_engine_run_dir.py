@@ -15,7 +15,7 @@ from spatialflow.cli import main
 from spatialflow.engine import run_dir
 from spatialflow.engine.config import load_experiment_config, training_identity
 from spatialflow.engine.trainer import train
-from spatialflow.errors import ConfigError
+from spatialflow.errors import CheckpointError, ConfigError
 from test_engine_toy import toy_config, toy_factories
 
 ROW = {"model": {"preset": "baseline", "depth": 18}, "train": {"lr": 0.01, "batch_size": 2},
@@ -43,6 +43,31 @@ def _with(section: str, **values) -> dict:
                                               "got 1.5"),
     (_with("run", checkpoint_every=0), "run.checkpoint_every: Input should be greater than or equal to 1, got 0"),
     (_with("run", device="tpu"), "run.device: Input should be 'auto', 'cpu' or 'cuda', got 'tpu'"),
+    (_with("train", lr=float("inf")), "train.lr: Input should be a finite number, got inf"),
+    (_with("train", lr=float("nan")), "train.lr: Input should be a finite number, got nan"),
+    (_with("train", weight_decay=float("inf")), "train.weight_decay: Input should be a finite number, got inf"),
+    (_with("train", unit="iteration", length=100, decay_steps=[], warmup_iters=10**9),
+     "train.warmup_iters: 1000000000 is longer than the schedule (length 100 iterations)"),
+    (_with("train", seed=2**64), "train.seed: Input should be less than or equal to 4294967295"),
+    (_with("data", transforms={"min_size": 1000000, "max_size": 1000000}),
+     "data.transforms.min_size: Input should be less than or equal to 4096, got 1000000"),
+    (_with("data", transforms={"max_size": 1000000}),
+     "data.transforms.max_size: Input should be less than or equal to 8192, got 1000000"),
+    (_with("data", transforms={"min_size": [800, 5000]}),
+     "data.transforms.min_size.1: Input should be less than or equal to 4096, got 5000"),
+    (_with("data", transforms={"min_size_range": [400, 40000]}),
+     "data.transforms.min_size_range.1: Input should be less than or equal to 4096, got 40000"),
+    (_with("data", transforms={"scale_crop": {"scale": [0.5, 1000.0], "crop": [512, 1024]}}),
+     "data.transforms.scale_crop.scale.1: Input should be less than or equal to 4, got 1000.0"),
+    (_with("data", transforms={"scale_crop": {"scale": [0.5, 2.0], "crop": [512, 10**6]}}),
+     "data.transforms.scale_crop.crop.1: Input should be less than or equal to 8192, got 1000000"),
+    ({**ROW, "output_dir": ""}, "output_dir: is empty; give the run's own folder, e.g. outputs/run"),
+    ({**ROW, "output_dir": "."}, "output_dir: '.' names no folder of its own"),
+    ({**ROW, "output_dir": "runs/.."}, "output_dir: 'runs/..' names no folder of its own"),
+    ({**ROW, "name": "row\udcff"}, "name: not valid UTF-8 text ('\\udcff' at position 3); file names and text in "
+                                   "a config must be UTF-8"),
+    (_with("data", train={"json": "a\ud800.json", "image_dir": "i"}),
+     "data.train.json: not valid UTF-8 text ('\\ud800' at position 1)"),
     ({**ROW, "model": {"preset": "basline"}}, "unknown model preset 'basline'"),
     ({**ROW, "model": {"preset": "baseline", "stuff_lambda": -0.5}},
      "model.stuff_lambda: must be a number >= 0, got -0.5"),
@@ -94,6 +119,26 @@ def test_a_run_setting_resumes_and_another_identity_is_refused_then_moved_aside(
     assert files(_snapshot(moved[0])) == files(before)
     assert first.final_model == run / "model_final.pt"  # now the new run's; the old one moved intact
     assert run_dir.replaced_runs(tmp_path) == moved
+
+
+def test_a_failed_start_leaves_no_identity_so_the_corrected_config_runs(tmp_path):
+    run = tmp_path / "run"
+    bad = tmp_path / "coco.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="coco.pt: unreadable checkpoint"):
+        train(toy_config(run, length=2, init_checkpoint=str(bad)), **toy_factories())
+    assert not (run / "identity.json").exists()
+    good = train(toy_config(tmp_path / "source", length=2), **toy_factories()).final_model
+    result = train(toy_config(run, length=2, init_checkpoint=str(good)), **toy_factories())
+    assert result.iterations == 2
+    assert run_dir.stored_identity(run)["train"]["init_checkpoint"] == str(good)
+
+
+def test_a_folder_where_no_lock_can_be_made_says_so(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        train(toy_config("/proc/self", length=2), **toy_factories())
+    assert str(info.value) == ("/proc/self: cannot write the run folder there (/proc/self/.run.lock: No such file "
+                               "or directory); choose another output_dir")
 
 
 def test_identity_holds_config_input_digests_and_training_code(tmp_path):

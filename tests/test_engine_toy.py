@@ -63,6 +63,8 @@ must be a valid SpatialFlow config; the toy factories ignore it.)"""
     recipe.update(train)
     if "decay_steps" not in train:
         recipe["decay_steps"] = [s for s in recipe["decay_steps"] if s <= recipe["length"]]
+    if "warmup_iters" not in train and recipe["unit"] == "iteration":
+        recipe["warmup_iters"] = min(recipe["warmup_iters"], recipe["length"])  # never longer than the run
     run = {key: recipe.pop(key) for key in list(recipe) if key in RUN_KEYS}  # run settings: never the weights
     return load_experiment_config({"model": {"preset": "baseline"}, "train": recipe, "run": run,
                                    "output_dir": str(output_dir), "name": "toy"})

@@ -75,6 +75,57 @@ def test_resume_after_kill_gives_identical_weights_and_optimizer(tmp_path):
     assert not torch.equal(at10["head.weight"], b["model"]["head.weight"])
 
 
+class _Interrupted(BaseException):
+    """Stops a run the way Ctrl-C does (callbacks' ordinary exceptions are only warned about)."""
+
+
+class _InterruptAt(Callback):
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def on_log(self, iteration, metrics):
+        if iteration == self.iteration:
+            raise _Interrupted
+
+
+def test_the_number_of_workers_does_not_change_the_weights(tmp_path):
+    # The toy data flips images with Python's global RNG, in whichever process loads them.
+    torch.set_num_threads(1)
+    runs = {workers: train(toy_config(tmp_path / f"w{workers}", num_workers=workers), **toy_factories())
+            for workers in (0, 2)}
+    a = ckpt.load_checkpoint(runs[0].final_model)["model"]
+    b = ckpt.load_checkpoint(runs[2].final_model)["model"]
+    _assert_states_equal(a, b)
+    unflipped = train(toy_config(tmp_path / "noflip"), **toy_factories(flip=False))  # the flips do matter
+    assert not torch.equal(ckpt.load_checkpoint(unflipped.final_model)["model"]["head.weight"], a["head.weight"])
+
+
+def test_resume_with_workers_mid_epoch_gives_identical_weights(tmp_path):
+    # 8 images, batch 2: 4 iterations per epoch; checkpoint 10 is in the middle of the third epoch.
+    torch.set_num_threads(1)
+    straight = train(toy_config(tmp_path / "straight", num_workers=2, log_every=1), **toy_factories())
+    with pytest.raises(_Interrupted):
+        train(toy_config(tmp_path / "resumed", num_workers=2, log_every=1), [_InterruptAt(13)], **toy_factories())
+    resumed = train(toy_config(tmp_path / "resumed", num_workers=2, log_every=1), resume=True, **toy_factories())
+    assert (resumed.start_iteration, resumed.iterations) == (10, 20)
+    a = ckpt.load_checkpoint(straight.last_checkpoint)
+    b = ckpt.load_checkpoint(resumed.last_checkpoint)
+    _assert_states_equal(a["model"], b["model"])
+    _assert_states_equal(a["optimizer"]["state"], b["optimizer"]["state"])
+
+
+def test_a_warmup_longer_than_an_epoch_schedule_is_refused_before_the_run_starts(tmp_path):
+    # 8 images, batch 2, 2 epochs: 8 iterations, known only once the data is read.
+    cfg = toy_config(tmp_path, unit="epoch", length=2, decay_steps=[], warmup_iters=9)
+    with pytest.raises(ConfigError) as info:
+        train(cfg, **toy_factories())
+    assert str(info.value) == ("train.warmup_iters: 9 is longer than the schedule (2 epochs of 4 iterations = 8 "
+                               "iterations)")
+    assert not (tmp_path / "identity.json").exists()
+    result = train(toy_config(tmp_path, unit="epoch", length=2, decay_steps=[], warmup_iters=8), **toy_factories())
+    assert result.iterations == 8
+
+
 class _Record(Callback):
     def __init__(self):
         self.calls = []

@@ -362,22 +362,91 @@ def test_predict_on_a_corrupt_checkpoint_is_one_line(tmp_path, capsys):
     images.mkdir()
     assert main(["predict", "--checkpoint", str(path), "--images", str(images), "--out", str(tmp_path / "o"),
                  "--device", "cpu"]) == 2
-    assert _one_line(capsys, "predict").endswith(f"{path}: corrupt checkpoint (its tensors do not match the "
+    assert _one_line(capsys, "predict").endswith(f"{path}: corrupt checkpoint (its content does not match the "
                                                  "stored sha256)")
 
 
-def test_checkpoint_without_a_checksum_still_loads(tmp_path):
-    path = tmp_path / "old.pt"
-    torch.save({"format": 1, "iteration": 3, "model": {"w": torch.ones(2)}}, path)  # written before the digest
-    assert ckpt.load_checkpoint(path)["iteration"] == 3
+def _predict_line(capsys, tmp_path, checkpoint, device: str = "cpu") -> str:
+    """predict on ``checkpoint`` exits 2 with one line (returned)."""
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "o"),
+                 "--device", device]) == 2
+    return _one_line(capsys, "predict")
+
+
+class _Payload:  # what torch.load(weights_only=False) would construct from the pickle
+    pass
+
+
+def test_predict_refuses_what_is_not_a_checkpoint_of_ours_in_one_line(tmp_path, capsys):
+    no_digest = tmp_path / "no_digest.pt"
+    ckpt.save_checkpoint(no_digest, _state(1))
+    state = torch.load(no_digest, weights_only=True)
+    del state["sha256"]
+    state["model"]["w"].zero_()
+    torch.save(state, no_digest)
+    assert _predict_line(capsys, tmp_path, no_digest) == (
+        f"spatialflow predict: error: {no_digest}: has no sha256 digest (not written by spatialflow, or edited); "
+        "refused")
+    older = tmp_path / "older.pt"
+    torch.save({"format": 1, "iteration": 3, "model": {"w": torch.ones(2)}}, older)  # before the digest
+    assert _predict_line(capsys, tmp_path, older).endswith(f"{older}: checkpoint format 1 is older than this "
+                                                          "code's (2): its digest does not cover every value; "
+                                                          "retrain it")
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": {}, "payload": _Payload()}, pickled)
+    assert _predict_line(capsys, tmp_path, pickled).endswith(
+        f"{pickled}: refused: it holds Python objects (test_hardening_inputs._Payload) that only an unsafe load "
+        "would construct or run; checkpoints are loaded with weights_only=True and never unpickled")
+    assert _predict_line(capsys, tmp_path, "/dev/zero") == (
+        "spatialflow predict: error: /dev/zero: not a regular file (a device, pipe or socket); expected a "
+        "checkpoint file")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_cuda_device_is_one_line(tmp_path, capsys):
+    path = tmp_path / "model_final.pt"
+    ckpt.save_checkpoint(path, _state(1))
+    assert _predict_line(capsys, tmp_path, path, device="cuda") == (
+        "spatialflow predict: error: --device: 'cuda', but no CUDA device is available on this machine; use "
+        "'auto' or 'cpu'")
+    config = tmp_path / "row.yaml"
+    config.write_text(json.dumps({"model": {"preset": "baseline"}, "output_dir": str(tmp_path / "run"),
+                                  "run": {"device": "cuda"}}))
+    assert main(["train", "--config", str(config)]) == 2
+    assert _one_line(capsys, "train") == ("spatialflow train: error: run.device: 'cuda', but no CUDA device is "
+                                          "available on this machine; use 'auto' or 'cpu'")
+    assert not (tmp_path / "run" / "identity.json").exists()
+
+
+def test_an_empty_or_non_utf8_run_folder_or_name_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written into the current folder
+    config = tmp_path / "row.yaml"
+    for change, message in (
+        ({"output_dir": ""}, "output_dir: is empty; give the run's own folder, e.g. outputs/run"),
+        ({"output_dir": "."}, "output_dir: '.' names no folder of its own; give the run's own folder, e.g. "
+                              "outputs/run"),
+        ({"name": "row\ud800"}, "name: not valid UTF-8 text ('\\ud800' at position 3); file names and text in a "
+                                 "config must be UTF-8"),
+    ):
+        config.write_text(json.dumps({"model": {"preset": "baseline"}, "output_dir": "run", **change}))
+        assert main(["train", "--config", str(config), "--replace"]) == 2
+        assert _one_line(capsys, "train") == f"spatialflow train: error: {config}: {message}"
+    config.write_text(json.dumps({"model": {"preset": "baseline"}, "output_dir": "run"}))
+    for folder, message in (("", "is empty; give the run's own folder"),
+                            ("run/\udcff", "'run/\\udcff' is not valid UTF-8; file names in a config must be UTF-8")):
+        line = _argparse_line(capsys, ["train", "--config", str(config), "--output-dir", folder, "--replace"])
+        assert f"argument --output-dir: {message}" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["row.yaml"]
 
 
 def test_digest_does_not_depend_on_key_order_or_device_copy():
     a = {"model": {"x": torch.ones(2), "y": torch.zeros(3, dtype=torch.bfloat16)}, "rng": [torch.arange(4)]}
     b = {"rng": [torch.arange(4)], "model": {"y": torch.zeros(3, dtype=torch.bfloat16), "x": torch.ones(2)}}
-    assert ckpt.tensor_digest(a) == ckpt.tensor_digest(b)
+    assert ckpt.state_digest(a) == ckpt.state_digest(b)
     b["model"]["x"] = torch.tensor([1.0, 1.0 + 2**-20])
-    assert ckpt.tensor_digest(a) != ckpt.tensor_digest(b)
+    assert ckpt.state_digest(a) != ckpt.state_digest(b)
 
 
 def test_temp_files_of_a_killed_save_are_removed_by_the_next_save(tmp_path):

@@ -180,3 +180,22 @@ def test_table7_coco_m_row_uses_the_stuff_head_dcn_in_the_cityscapes_profile(par
     from spatialflow.models.config import model_config
     preset = coco_m["model"].pop("preset")
     assert model_config(preset, **coco_m["model"]).stuff_head_dcn is True
+
+
+def test_every_row_of_every_profile_passes_the_config_bounds(params):
+    """The image-size and schedule bounds of ExperimentConfig sit above every recipe of params.yaml."""
+    from spatialflow.engine.config import load_experiment_config
+    from spatialflow_repro.rows import row_runs_in_profile
+
+    checked = 0
+    for profile in params["profiles"]:
+        chosen = dict(params, profile=profile)
+        for name, row in trained_rows(chosen).items():
+            if not row_runs_in_profile(row, active_profile(chosen)):
+                continue
+            init = "coco.pt" if row.get("init_from") else None
+            cfg = experiment_config(name, row, chosen, _cityscapes_manifest(), stuff_lambda=1.0, seed=0,
+                                    init_checkpoint=init)
+            load_experiment_config(cfg)
+            checked += 1
+    assert checked >= 3 * 10

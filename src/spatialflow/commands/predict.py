@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from spatialflow.engine.trainer import load_trained_model
     from spatialflow.errors import ConfigError
 
-    device = choose_device(args.device)
+    device = choose_device(args.device, key="--device")
     model, cfg, categories = load_trained_model(args.checkpoint, device=device)
     tta = TTA_PRESETS[args.tta] if args.tta else None
     t = cfg.data.transforms

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 
 from spatialflow.data.categories import CategoryMap
@@ -60,3 +64,41 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor],
     """Keep images and targets as lists (sizes differ; the model pads with ``pad_images``)."""
     images, targets = zip(*batch) if batch else ((), ())
     return list(images), list(targets)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 64-bit seed for drawing sample ``index`` of ``epoch`` in a run seeded with ``seed``."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{epoch}/{index}".encode()).digest()[:8], "little")
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int) -> Iterator[None]:
+    """Seed Python's, numpy's and torch's CPU generators with ``seed`` for the block, then put back the states
+    they had before (the caller's own random stream is not consumed)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.random.default_generator.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+class EpochSamples(torch.utils.data.Dataset):
+    """``dataset`` as seen in one training epoch: sample ``i`` is drawn with the global random generators
+    seeded from (seed, epoch, i), so its random augmentation (flip, size, crop) is a function of those three
+    alone: not of the data-loader worker that loads it, of the samples loaded before it, or of where a
+    resumed run started."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int, epoch: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        with seeded_global_rngs(sample_seed(self.seed, self.epoch, i)):
+            return self.dataset[i]

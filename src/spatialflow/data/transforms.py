@@ -9,8 +9,9 @@ the stuff map (ignore value included) with nearest neighbour. After a resize or 
 exactly from the masks and instances whose mask vanished (tiny objects after down-scaling, objects outside a
 crop) are dropped with ``sanitize_bounding_boxes``.
 
-The random parameters (shorter side, flip, scale, crop window) are drawn with Python's :mod:`random`, as
-before the move to torchvision, so a seeded run sees the same training inputs.
+The random parameters (shorter side, flip, scale, crop window) are drawn with Python's :mod:`random`. In
+training, :class:`spatialflow.data.dataset.EpochSamples` seeds it for each sample from (seed, epoch, sample
+index), so the draws do not depend on the data-loader worker that runs the transform.
 """
 
 from __future__ import annotations

@@ -14,7 +14,10 @@ config at all: see :class:`spatialflow.models.config.InferenceConfig` and
 :class:`spatialflow.inference.predict.TTAConfig`.
 
 Every value is checked (pydantic, unknown keys forbidden) before anything touches the disk;
-``load_experiment_config`` raises one :class:`ConfigError` line naming the key and the bad value.
+``load_experiment_config`` raises one :class:`ConfigError` line naming the key and the bad value. Numbers
+are finite; image sizes have upper bounds far above any recipe's (:data:`MAX_SHORT_SIDE`,
+:data:`MAX_LONG_SIDE`, :data:`MAX_SCALE`), so a typo cannot ask for terabytes; every text is valid UTF-8;
+``output_dir`` names a folder of its own.
 """
 
 from __future__ import annotations
@@ -33,10 +36,20 @@ from spatialflow.utils.yaml_io import read_yaml
 AMP_MODES = ("none", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
 
+# Upper bounds of the image sizes. The largest recipes: Cityscapes 1024 x 2048 (x2 scale: 2048 x 4096), the
+# Cityscapes TTA 1344 x 2688, COCO multi-scale training 1400 / 1600. A typo (min_size: 1000000) would
+# otherwise ask for terabytes.
+MAX_SHORT_SIDE = 4096  # min_size, min_size_range
+MAX_LONG_SIDE = 8192  # max_size, crop sides
+MAX_SCALE = 4.0  # scale_crop factors
+MAX_SEED = 2**32 - 1  # numpy's seed range
+
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+ShortSide = Annotated[int, Field(strict=True, ge=1, le=MAX_SHORT_SIDE)]
+LongSide = Annotated[int, Field(strict=True, ge=1, le=MAX_LONG_SIDE)]
 
 
 class _Config(BaseModel):
@@ -59,8 +72,8 @@ with warnings.catch_warnings():  # the key `json` shadows pydantic's deprecated 
 class ScaleCropConfig(_Config):
     """Cityscapes recipe: random rescale by a factor in ``scale``, then a random ``crop`` (H, W)."""
 
-    scale: tuple[PositiveFloat, PositiveFloat]
-    crop: tuple[PositiveInt, PositiveInt]
+    scale: tuple[Annotated[float, Field(gt=0, le=MAX_SCALE)], Annotated[float, Field(gt=0, le=MAX_SCALE)]]
+    crop: tuple[LongSide, LongSide]
 
 
 class TransformConfig(_Config):
@@ -69,9 +82,9 @@ class TransformConfig(_Config):
     = (low, high) = an integer in [low, high] (mmdet ``multiscale_mode='range'``). Evaluation uses
     ``min_size`` (the largest of a list)."""
 
-    min_size: PositiveInt | list[PositiveInt] = 800
-    min_size_range: tuple[PositiveInt, PositiveInt] | None = None
-    max_size: PositiveInt = 1333
+    min_size: ShortSide | list[ShortSide] = 800
+    min_size_range: tuple[ShortSide, ShortSide] | None = None
+    max_size: LongSide = 1333
     flip: Fraction = 0.5
     scale_crop: ScaleCropConfig | None = None
 
@@ -117,16 +130,16 @@ class TrainConfig(_Config):
     optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD (the paper) | AdamW (the tiny CPU profile)
     lr: PositiveFloat = 5e-3
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-4
     batch_size: PositiveInt = 8  # global: split evenly over the processes
     unit: Literal["epoch", "iteration"] = "epoch"
     length: PositiveInt = 20
     decay_steps: list[PositiveInt] = Field(default_factory=lambda: [16, 19])
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
-    warmup_iters: NonNegativeInt = 500  # always in iterations
+    warmup_iters: NonNegativeInt = 500  # always in iterations; at most the schedule's length
     warmup_ratio: Annotated[float, Field(gt=0, le=1)] = 0.001
     amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only
-    seed: NonNegativeInt = 0
+    seed: Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)] = 0
     max_grad_norm: PositiveFloat | None = None
     deterministic: bool = False
     init_checkpoint: str | None = None  # e.g. a COCO model for the Cityscapes-from-COCO recipe
@@ -137,6 +150,14 @@ class TrainConfig(_Config):
         steps = list(self.decay_steps)
         if steps != sorted(steps) or any(s > self.length for s in steps):
             raise ValueError(f"decay_steps: must be increasing and within 1..length={self.length}, got {steps}")
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_within_length(self) -> TrainConfig:
+        """In epochs the length in iterations depends on the data: the trainer checks it there."""
+        if self.unit == "iteration" and self.warmup_iters > self.length:
+            raise ValueError(f"warmup_iters: {self.warmup_iters} is longer than the schedule (length "
+                             f"{self.length} iterations)")
         return self
 
 
@@ -168,11 +189,79 @@ class ExperimentConfig(_Config):
             raise ValueError("model: must be a mapping with a 'preset' key (plus SpatialFlowConfig overrides)")
         return self
 
+    @model_validator(mode="after")
+    def _a_folder_of_its_own(self) -> ExperimentConfig:
+        problem = run_folder_problem(self.output_dir)
+        if problem is not None:
+            raise ValueError(f"output_dir: {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _text_is_utf8(self) -> ExperimentConfig:
+        found = first_non_utf8(self.model_dump(mode="python"))
+        if found is not None:
+            raise ValueError(found)
+        return self
+
+
+def run_folder_problem(path: str) -> str | None:
+    """What is wrong with ``path`` as a run folder (None if nothing): it must name a folder of its own, not be
+    empty, '.', '..' or '/' (a run is moved aside by renaming its folder, and must not spill into the
+    current one)."""
+    if not path.strip():
+        return "is empty; give the run's own folder, e.g. outputs/run"
+    if Path(os.path.normpath(path)).name in ("", ".", ".."):
+        return f"{path!r} names no folder of its own; give the run's own folder, e.g. outputs/run"
+    return None
+
+
+def first_non_utf8(value: Any, where: str = "") -> str | None:
+    """``"<key>: not valid UTF-8 text (...)"`` for the first key or text in ``value`` (nested dicts / lists)
+    that cannot be written as UTF-8 (a lone surrogate, e.g. a non-UTF-8 file name); None when all can."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"{where or 'config'}: not valid UTF-8 text ({value[exc.start]!r} at position {exc.start}); "
+                    "file names and text in a config must be UTF-8")
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = first_non_utf8(key, where or "config") or first_non_utf8(item, f"{where}.{key}".lstrip("."))
+            if found:
+                return found
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = first_non_utf8(item, f"{where}.{i}")
+            if found:
+                return found
+    return None
+
+
+def _is_union_member(part: Any) -> bool:
+    """A pydantic location part naming a union member ('constrained-int', 'list[...]'): config keys never
+    contain '-' or '['."""
+    return isinstance(part, str) and ("-" in part or "[" in part)
+
+
+def _key_path(loc: tuple) -> str:
+    """A pydantic error location as a dotted key."""
+    return ".".join(str(part) for part in loc if not _is_union_member(part))
+
+
+def _field_of(loc: tuple) -> tuple:
+    """The location up to the first union member: errors of one value allowed in several forms share it."""
+    members = [i for i, part in enumerate(loc) if _is_union_member(part)]
+    return tuple(loc[: members[0]]) if members else tuple(loc)
+
 
 def _one_line(exc: ValidationError) -> str:
-    """The first pydantic error as ``key.path: problem, got value``."""
-    err = exc.errors()[0]
-    where = ".".join(str(part) for part in err["loc"]) or "config"
+    """The first pydantic error as ``key.path: problem, got value``. For a value allowed in several forms
+    (``min_size``: an integer or a list), the error of the form it has, not 'should be an integer'."""
+    errors = exc.errors()
+    same_value = [e for e in errors if _field_of(e["loc"]) == _field_of(errors[0]["loc"])]
+    err = next((e for e in same_value if not e["type"].endswith(("_type", "_parsing"))), errors[0])
+    where = _key_path(err["loc"]) or "config"
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown key"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from spatialflow.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -29,12 +31,13 @@ class DistInfo:
         return self.world_size > 1
 
 
-def choose_device(preference: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> this process's GPU when CUDA is available, else CPU."""
+def choose_device(preference: str, local_rank: int = 0, key: str = "run.device") -> torch.device:
+    """'auto' -> this process's GPU when CUDA is available, else CPU. 'cuda' without a CUDA device is a
+    ``ConfigError`` naming the setting ``key``."""
     if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but CUDA is not available")
+        raise ConfigError(f"{key}: 'cuda', but no CUDA device is available on this machine; use 'auto' or 'cpu'")
     return torch.device("cuda", local_rank)
 
 
@@ -43,7 +46,7 @@ def init_distributed(device_preference: str = "auto") -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = choose_device(device_preference, local_rank)
+    device = choose_device(device_preference, local_rank, key="run.device")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():

@@ -41,7 +41,7 @@ REPLACED_MARK = ".replaced-"
 def lock_run_dir(output_dir: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on ``output_dir`` (created if missing) for the duration of the block."""
     folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    _check_writable(folder)
     lock = FileLock(folder / LOCK_NAME)
     owner_file = folder / OWNER_NAME
     try:
@@ -59,6 +59,18 @@ def lock_run_dir(output_dir: str | os.PathLike) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             owner_file.unlink()
         lock.release()
+
+
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` and its lock file, or one ``ConfigError`` line saying why not (the lock library would
+    report any failure as 'held by another process')."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666))
+    except OSError as exc:
+        what = exc.filename if exc.filename else folder
+        raise ConfigError(f"{folder}: cannot write the run folder there ({what}: {exc.strerror}); choose "
+                          "another output_dir") from None
 
 
 def _user() -> str:

@@ -2,8 +2,10 @@
 
 ``train(cfg, callbacks, resume)`` runs in one process or under ``torchrun`` (one process per GPU).
 The model contract: ``model(images, targets)`` in train mode returns a dict of scalar losses including
-``"total"`` (the one that is back-propagated). Data order is a pure function of (seed, epoch), so a
-resumed run sees exactly the batches the uninterrupted one would have seen.
+``"total"`` (the one that is back-propagated). Data order is a pure function of (seed, epoch) and each
+sample's random augmentation a function of (seed, epoch, sample index) (:class:`EpochSamples`), so a resumed
+run sees exactly the batches the uninterrupted one would have seen, whatever the number of data-loader
+workers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from spatialflow.data.dataset import EpochSamples
 from spatialflow.engine import checkpoint as ckpt
 from spatialflow.engine import run_dir
 from spatialflow.engine.config import ExperimentConfig, TrainConfig, experiment_to_yaml, training_identity
@@ -223,13 +226,14 @@ def train(
     if moved is not None:
         warnings.warn(f"{output_dir}: held a run of another training identity; moved it to {moved}", stacklevel=2)
     with run_dir.lock_run_dir(output_dir):  # a fresh folder when the old one was moved aside
-        run_dir.write_identity(output_dir, identity)
-        return _train(cfg, callbacks, resume, model_factory, dataset_factory, collate_fn)
+        return _train(cfg, callbacks, resume, model_factory, dataset_factory, collate_fn, identity)
 
 
 def _train(cfg: ExperimentConfig, callbacks: Sequence[Callback], resume: bool,
            model_factory: ModelFactory | None, dataset_factory: DatasetFactory | None,
-           collate_fn: Callable | None) -> TrainResult:
+           collate_fn: Callable | None, identity: dict | None = None) -> TrainResult:
+    """Build and check everything (device, data, model, init weights, schedule, resume state), then record
+    ``identity`` in the folder (main process) and train: a start that fails leaves no identity behind."""
     t, r = cfg.train, cfg.run
     dist_info = init_distributed(r.device)
     device = dist_info.device
@@ -269,6 +273,10 @@ def _train(cfg: ExperimentConfig, callbacks: Sequence[Callback], resume: bool,
     per_unit = iters_per_epoch if t.unit == "epoch" else 1
     finetune_iters = t.finetune.length * per_unit if t.finetune else 0
     total_iters = finetune_iters + t.length * per_unit
+    if t.warmup_iters > t.length * per_unit:
+        schedule_iters = (f"{t.length} epochs of {iters_per_epoch} iterations = " if t.unit == "epoch" else ""
+                          ) + f"{t.length * per_unit} iterations"
+        raise ConfigError(f"train.warmup_iters: {t.warmup_iters} is longer than the schedule ({schedule_iters})")
     schedule = LrSchedule(
         base_lr=t.lr, decay_iters=tuple(s * per_unit for s in t.decay_steps), gamma=t.gamma,
         warmup_iters=t.warmup_iters, warmup_ratio=t.warmup_ratio,
@@ -278,23 +286,18 @@ def _train(cfg: ExperimentConfig, callbacks: Sequence[Callback], resume: bool,
 
     start_iter = 0
     if resume:
-        found = ckpt.load_latest_checkpoint(ckpt_dir, map_location="cpu")
+        found = ckpt.load_latest_checkpoint(ckpt_dir, map_location="cpu", move_bad_aside=dist_info.is_main)
         if found is None:
             if dist_info.is_main:
                 warnings.warn(f"{ckpt_dir}: no checkpoint to resume from; starting at iteration 0", stacklevel=2)
         else:
             path, state = found
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            rng = state["rng"]
-            ckpt.restore_rng_state(rng[dist_info.rank] if len(rng) == dist_info.world_size else rng[0])
-            start_iter = int(state["iteration"])
+            start_iter = _restore_training_state(path, state, model, optimizer, scheduler, scaler, dist_info)
 
     if dist_info.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
+        if identity is not None:
+            run_dir.write_identity(output_dir, identity)
         atomic_write_text(output_dir / "config.yaml", experiment_to_yaml(cfg))
         _call(callbacks, "on_train_start", cfg)
 
@@ -335,7 +338,8 @@ def _train(cfg: ExperimentConfig, callbacks: Sequence[Callback], resume: bool,
         while iteration < total_iters:
             epoch, position = divmod(iteration, iters_per_epoch)
             indices = _epoch_indices(len(dataset), epoch, t.seed, dist_info)[position * per_process_batch:]
-            loader = DataLoader(dataset, batch_size=per_process_batch, sampler=indices,
+            samples = EpochSamples(dataset, t.seed, epoch)
+            loader = DataLoader(samples, batch_size=per_process_batch, sampler=indices,
                                 collate_fn=collate_fn or _default_collate(), num_workers=r.num_workers,
                                 pin_memory=device.type == "cuda",
                                 generator=torch.Generator().manual_seed(t.seed * 100_003 + epoch))
@@ -401,6 +405,26 @@ def _train(cfg: ExperimentConfig, callbacks: Sequence[Callback], resume: bool,
     return result
 
 
+def _restore_training_state(path: Path, state: dict[str, Any], model: torch.nn.Module,
+                            optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+                            dist_info: DistInfo) -> int:
+    """Put a checkpoint's weights, optimiser, schedule, scaler and RNG states back; returns its iteration.
+    A checkpoint of another model or recipe is one ``CheckpointError`` line naming the file."""
+    ckpt.load_model_state(model, state["model"], path)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        ckpt.restore_rng_state(rng[dist_info.rank] if len(rng) == dist_info.world_size else rng[0])
+        return int(state["iteration"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise CheckpointError(f"{path}: its optimiser / schedule / RNG state does not fit this run "
+                              f"({type(exc).__name__}: {first_line})") from None
+
+
 def _default_collate() -> Callable:
     try:
         from spatialflow.data.dataset import collate
@@ -446,8 +470,5 @@ def load_trained_model(path: str | Path, model_factory: ModelFactory | None = No
     cfg = load_experiment_config(state["config"])
     categories = state.get("categories")
     model = model_factory(cfg, categories) if model_factory else default_model(cfg, categories, pretrained=False)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the model of its config ({exc})") from None
+    ckpt.load_model_state(model, state["model"], path)
     return model.to(device).eval(), cfg, categories
