@@ -41,8 +41,10 @@ test: install
 test-fast: install
 	eval "$$(scripts/test_prerequisites.sh)"; python -m pytest -n 2 --dist loadfile -m "not slow"
 
+# The MLflow UI on 127.0.0.1:5000 (MLFLOW_UI_PORT to change) over MLFLOW_TRACKING_URI, else mlflow.db; once it
+# answers, prints the link that opens each experiment's runs table (the model-training view). Ctrl-C stops it.
 mlflow-ui: install
-	mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"
+	python -m spatialflow_repro.mlflow_ui --port $${MLFLOW_UI_PORT:-5000}
 
 dag: install
 	dvc dag

@@ -8,7 +8,7 @@ its positive anchors (on its best anchor when it has none), and the highest scor
 *nearby negative* anchors (0.05 < IoU < the matcher's low threshold: anchors training labels background).
 Prints the 10/25/50/75/90 % quantiles over objects as JSON. When the two score rows are alike, the
 classifier cannot yet tell an object's anchors from their neighbours, and focal loss then keeps every one
-of them low (the learning-curve report, docs/learning_curve.md).
+of them low (docs/reports/learning_curve.md, section 2026-11-30).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ started by the test on 127.0.0.1.
 
 One clone of the micro project trains a row (`dvc repro train@t2_baseline`: data, the pretrained
 backbone, the lambda search and the row) and `dvc push`es to an S3 remote whose URL is committed in
-`.dvc/config` and whose endpoint and credentials live in `.dvc/config.local`, as README's "Sharing
-checkpoints" describes. A fresh clone configures its own credentials, `dvc pull`s, and `dvc repro` there
+`.dvc/config` and whose endpoint and credentials live in `.dvc/config.local`, as docs/remotes.md
+describes. A fresh clone configures its own credentials, `dvc pull`s, and `dvc repro` there
 retrains nothing.
 """
 

@@ -4,7 +4,8 @@ profile's, opened in headless Chromium (Debian's `chromium` package, driven by P
 Checks the experiment page lands on the training runs (with the profile / commit description and a parent
 run per table) and that the compare view of the Table 2 rows shows the rows, their resolved switches, PQ
 metrics and tags. Saves a screenshot of the compare view in the test's folder; with
-SPATIALFLOW_UPDATE_SCREENSHOT=1 it also refreshes docs/img/mlflow_compare.png (the README's copy).
+SPATIALFLOW_UPDATE_SCREENSHOT=1 it also refreshes docs/img/mlflow_compare.png (shown by
+README.md and docs/tracking.md).
 
 The runs are logged through the project's own tracking path (tests/test_tracking_mlflow.py's
 ``log_micro_like_runs``: row_callback -> train -> log_evaluation -> log_figure), a few toy iterations per
@@ -163,5 +164,5 @@ def test_compare_view_of_table2_shows_rows_switches_pq_and_tags(ui):
     shot = ui["folder"] / SCREENSHOT.name
     page.screenshot(path=str(shot))
     print(f"compare view: {shot}")
-    if os.environ.get("SPATIALFLOW_UPDATE_SCREENSHOT") == "1":  # refresh the README's copy on purpose only
+    if os.environ.get("SPATIALFLOW_UPDATE_SCREENSHOT") == "1":  # refresh the docs' copy on purpose only
         shutil.copyfile(shot, SCREENSHOT)

@@ -1,12 +1,15 @@
 """MLflow for real: a local `mlflow server`, a tiny training row logged to it and read back; then an
-outage in the middle of a run."""
+outage in the middle of a run; then `make mlflow-ui` (spatialflow_repro.mlflow_ui) and the links it prints."""
 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from spatialflow.engine.trainer import Callback, train
-from spatialflow_repro import tracking
+from spatialflow_repro import mlflow_ui, tracking
 from test_engine_toy import toy_config, toy_factories
 
 MLFLOW = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "mlflow"
@@ -129,3 +132,57 @@ def test_server_outage_mid_run_loses_nothing(server, tmp_path):
     assert [m.step for m in client.get_metric_history(tracker.run_id, "loss/total")] == [5, 10, 15, 20]
     assert run.data.params["train.length"] == "20"
     assert run.data.metrics["iterations"] == 20
+
+
+def test_runs_table_link_opens_the_model_training_view():
+    assert mlflow_ui.runs_table_link("http://127.0.0.1:5000/", "7") == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning")
+
+
+def test_a_server_that_stops_before_answering_is_one_line():
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    with pytest.raises(mlflow_ui.UIError, match=r"^mlflow ui stopped \(exit code 3\) before answering on "
+                                                r"http://127.0.0.1:1; is the port taken\?"):
+        mlflow_ui.wait_until_answers("http://127.0.0.1:1", dead, timeout_s=5)
+
+
+def _lines_until(proc: subprocess.Popen, marker: str, timeout_s: float) -> list[str]:
+    """Lines of ``proc``'s output up to the first one that holds ``marker`` (or all of them at the timeout)."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    seen, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            seen.append(lines.get(timeout=1))
+        except queue.Empty:
+            continue
+        if marker in seen[-1]:
+            break
+    return seen
+
+
+@pytest.mark.slow
+def test_mlflow_ui_prints_the_runs_table_link_of_each_experiment_with_runs(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(tracking_uri=uri)
+    with_runs = client.create_experiment("spatialflow-tiny", artifact_location=str(tmp_path / "art"))
+    client.create_run(with_runs, run_name="t2_baseline/seed0")
+    client.create_experiment("spatialflow-empty", artifact_location=str(tmp_path / "art2"))
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "spatialflow_repro.mlflow_ui", "--port", str(port),
+                             "--backend-store-uri", uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, start_new_session=True)
+    try:
+        link = f"http://127.0.0.1:{port}/#/experiments/{with_runs}/runs?workflowType=machine_learning"
+        output = "".join(_lines_until(proc, link, timeout_s=180))
+        assert f"  spatialflow-tiny  {link}" in output, output[-3000:]
+        assert "spatialflow-empty" not in output and "Default" not in output  # no runs, no link
+        assert mlflow_ui.answers(f"http://127.0.0.1:{port}")
+    finally:
+        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C: the module stops the server it started
+        assert proc.wait(timeout=60) == 0
+    assert not mlflow_ui.answers(f"http://127.0.0.1:{port}")

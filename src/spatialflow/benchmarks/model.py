@@ -6,7 +6,7 @@ forwards each, ``spatialflow.benchmarks.interleave``): each model's figure is it
 min / median / max next to it, and the time ratio is the ratio of the minima with its per-round spread.
 SpatialFlow does about twice RetinaNet's arithmetic (four sub-nets, the stuff head on P3-P5); the target
 is time ratio <= 1.1 x FLOP ratio (no overhead beyond arithmetic). How each figure is measured and what it
-is compared with: docs/benchmarks.md.
+is compared with: docs/reports/benchmarks.md.
 """
 
 from __future__ import annotations
