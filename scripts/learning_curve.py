@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--row", default="t2_baseline")
     parser.add_argument("--length", type=int, default=800)
     parser.add_argument("--every", type=int, default=200)
-    parser.add_argument("--lambda", dest="stuff_lambda", type=float, default=0.5)
+    parser.add_argument("--stuff-loss-weight", type=float, default=None,
+                        help="the paper's lambda (default: the row's in the profile; required where that is "
+                             "Table 1's search)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--manifest", default="data/03_primary/datasets.json",
                         help="the data sets' manifest (default: the one prepare_data writes)")
@@ -55,13 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     from spatialflow.engine.trainer import load_trained_model, train
     from spatialflow.inference.evaluate import evaluate
     from spatialflow.models.config import inference_config
-    from spatialflow_repro.rows import active_profile, experiment_config, inference_settings, trained_rows
+    from spatialflow_repro.rows import (active_profile, experiment_config, inference_settings,
+                                        row_stuff_loss_weight, trained_rows)
 
     params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
     manifest = json.loads(Path(args.manifest).read_text(encoding="utf-8"))
     row = trained_rows(params)[args.row]
     profile = active_profile(params)
-    cfg_dict = experiment_config(args.row, row, params, manifest, args.stuff_lambda, seed=args.seed)
+    weight = args.stuff_loss_weight
+    if weight is None:
+        weight, _ = row_stuff_loss_weight(row, profile, selected=None)  # one line if the row uses the search
+    cfg_dict = experiment_config(args.row, row, params, manifest, weight, seed=args.seed)
     old = cfg_dict["train"]
     cfg_dict["train"] = {**old, "length": args.length,
                          "decay_steps": [max(1, round(s * args.length / old["length"])) for s in old["decay_steps"]]}

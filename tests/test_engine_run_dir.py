@@ -69,8 +69,8 @@ def _with(section: str, **values) -> dict:
     (_with("data", train={"json": "a\ud800.json", "image_dir": "i"}),
      "data.train.json: not valid UTF-8 text ('\\ud800' at position 1)"),
     ({**ROW, "model": {"preset": "basline"}}, "unknown model preset 'basline'"),
-    ({**ROW, "model": {"preset": "baseline", "stuff_lambda": -0.5}},
-     "model.stuff_lambda: must be a number >= 0, got -0.5"),
+    ({**ROW, "model": {"preset": "baseline", "stuff_loss_weight": -0.5}},
+     "model.stuff_loss_weight: must be a finite number >= 0, got -0.5"),
     ({**ROW, "model": {"preset": "baseline", "fpn_channels": 64.0}},
      "model.fpn_channels: must be an integer >= 1, got 64.0"),
 ])

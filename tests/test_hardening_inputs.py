@@ -542,11 +542,11 @@ def _edited(project: dict, change) -> str:
 
 def test_a_row_named_with_an_absolute_path_is_refused_and_nothing_is_written(pipeline_project, tmp_path):
     evil = str(tmp_path / "evil")
-    text = _edited(pipeline_project, lambda p: p["lambda_rows"].update({evil: p["lambda_rows"]["t1_lambda_0_25"]}))
-    status, err, out = _run_in(pipeline_project, ["kedro", "run", "--env", "repro", "--pipelines", "lambda_search"],
-                               text, DVC_STAGE="select_lambda")
+    text = _edited(pipeline_project, lambda p: p["search_rows"].update({evil: p["search_rows"]["t1_lambda_0_25"]}))
+    status, err, out = _run_in(pipeline_project, ["kedro", "run", "--env", "repro", "--pipelines", "stuff_loss_weight",
+                                                  "--namespaces", "coco"], text, DVC_STAGE="search_stuff_loss_weight")
     assert status == 2 and "Traceback" not in out
-    assert err == [f"select_lambda: error: params.yaml: lambda_rows.{evil}: bad row name {evil!r}: only lower-case "
+    assert err == [f"search_stuff_loss_weight: error: params.yaml: search_rows.{evil}: bad row name {evil!r}: only lower-case "
                    "letters, digits and '_' (it becomes a path, a DVC stage and a Kedro namespace)"]
     assert list(tmp_path.iterdir()) == []
 

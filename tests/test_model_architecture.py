@@ -128,7 +128,7 @@ def test_every_trainable_parameter_gets_gradient_and_frozen_ones_none(preset):
     targets = [_target(64, 80, [[8, 10, 40, 50]], [1]), _target(50, 45, [[5, 5, 30, 40], [20, 2, 44, 20]], [0, 2])]
     losses = model(images, targets)
     assert set(losses) == {"cls", "reg", "mask", "stuff", "total"}
-    lam = model.cfg.stuff_lambda
+    lam = model.cfg.stuff_loss_weight
     expected_total = losses["cls"] + losses["reg"] + losses["mask"] + lam * losses["stuff"]
     assert torch.allclose(losses["total"], expected_total)
     losses["total"].backward()

@@ -34,7 +34,7 @@ def test_presets_are_cumulative_like_table_2():
 def test_paper_defaults():
     cfg = model_config()
     assert (cfg.depth, cfg.fpn_channels, cfg.stuff_channels, cfg.num_things, cfg.num_stuff) == (50, 256, 128, 80, 53)
-    assert (cfg.stuff_lambda, cfg.train_nms_thresh, cfg.train_max_proposals) == (0.25, 0.4, 100)
+    assert (cfg.stuff_loss_weight, cfg.train_nms_thresh, cfg.train_max_proposals) == (0.25, 0.4, 100)
     assert cfg.num_anchors == 9  # 3 scales x 3 ratios
     assert cfg.pretrained_backbone is False
 
@@ -81,8 +81,8 @@ def test_dcn_needs_the_reg_flows():
 @pytest.mark.parametrize(
     "overrides",
     [{"depth": 152}, {"fpn_channels": 0}, {"stuff_channels": 48}, {"train_nms_thresh": 1.5},
-     {"stuff_lambda": -1.0}, {"bg_iou_thresh": 0.6}, {"nonsense_field": 1}, {"fpn_channels": 64.0},
-     {"stuff_lambda": "abc"}, {"anchor_octave_base_scale": 0}],
+     {"stuff_loss_weight": -1.0}, {"bg_iou_thresh": 0.6}, {"nonsense_field": 1}, {"fpn_channels": 64.0},
+     {"stuff_loss_weight": "abc"}, {"anchor_octave_base_scale": 0}],
 )
 def test_nonsense_is_a_config_error(overrides):
     with pytest.raises(ConfigError):

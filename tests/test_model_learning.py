@@ -31,7 +31,7 @@ def test_tiny_spatialflow_learns_synthetic_panoptic_scenes(tmp_path):
     images, targets = zip(*(data[i] for i in range(len(data))))
     cats = data.categories
     cfg = model_config("spatialflow", depth=18, fpn_channels=32, stuff_channels=32, mask_channels=32,
-                       num_things=cats.num_things, num_stuff=cats.num_stuff, stuff_lambda=1.0)
+                       num_things=cats.num_things, num_stuff=cats.num_stuff, stuff_loss_weight=1.0)
     model = SpatialFlow(cfg, inference={"merge": {"stuff_area_limit": 16, "score_threshold": 0.3}})
 
     def panoptic_quality() -> float:

@@ -22,7 +22,7 @@ torch.set_num_threads(1)
 # ----------------------------------------------------------------------------- defaults = previous model
 # The tiny profile's model settings (params.yaml profiles.tiny.training.model, ResNet-18 for "R50").
 TINY = dict(depth=18, fpn_channels=64, stuff_channels=32, mask_channels=64, stuff_groups=8,
-            anchor_octave_base_scale=2.0, train_max_proposals=8, num_things=3, num_stuff=2, stuff_lambda=0.5)
+            anchor_octave_base_scale=2.0, train_max_proposals=8, num_things=3, num_stuff=2, stuff_loss_weight=0.5)
 # The values every new switch had implicitly before it existed.
 OLD_VALUES = dict(backbone_norm="frozen", stuff_head_dcn=False, roi_align_aligned=False, mask_target="soft",
                   stuff_loss_norm="labelled", train_candidate_ranking="pair")

@@ -52,7 +52,7 @@ def _micro_params(params: dict) -> dict:
     params["seeds"] = {"values": [0], "tables": [1, 2, 3]}
     params["pretrain_backbones"] = {"resnet18": {"depth": 18, "iterations": 2, "batch_size": 4, "lr": 0.01,
                                                  "num_images": 8, "seed": 0}}
-    params["lambda_rows"] = {"t1_lambda_0_25": params["lambda_rows"]["t1_lambda_0_25"]}
+    params["search_rows"] = {"t1_lambda_0_25": params["search_rows"]["t1_lambda_0_25"]}
     params["rows"] = {name: params["rows"][name] for name in ("t2_baseline", "t2_spatialflow")}
     params["pretrained_rows"] = {}
     params["testdev_rows"] = {"t2_spatialflow": {"tables": [5], "tta": "coco"}}
@@ -103,9 +103,13 @@ def test_repro_writes_all_tables_and_metrics(micro_project):
         metrics = json.loads((project / f"data/08_reporting/metrics/val/{row}.json").read_text())
         assert metrics["has_ground_truth"] and 0.0 <= metrics["summary"]["pq"] <= 100.0
     search = json.loads((project / "data/08_reporting/lambda_search.json").read_text())
-    assert search["selected_lambda"] == 0.25  # the only Table 1 row of the micro profile
-    row_lambda = json.loads((project / "data/05_model_input/row_lambda/t2_baseline.json").read_text())
-    assert row_lambda == {"lambda": 0.25, "source": "lambda search (Table 1)"}
+    assert search["selected_stuff_loss_weight"] == 0.25  # the only Table 1 row of the micro profile
+    weights = project / "data/05_model_input/stuff_loss_weight"
+    assert json.loads((weights / "coco.json").read_text()) == {"stuff_loss_weight": 0.25, "source": "Table 1's search"}
+    assert json.loads((weights / "cityscapes.json").read_text()) == {
+        "stuff_loss_weight": 1.0, "source": "profiles.micro.stuff_loss_weight.cityscapes"}
+    training = json.loads((project / "data/06_models/t2_baseline/training.json").read_text())
+    assert training["stuff_loss_weight"] == 0.25 and training["stuff_loss_weight_source"] == "Table 1's search"
     testdev = json.loads((project / "data/08_reporting/metrics/testdev/t2_spatialflow.json").read_text())
     assert testdev["tta"] == "coco" and testdev["summary"] is not None
     table2 = (tables / "table2.md").read_text()
@@ -216,7 +220,7 @@ def test_e_a_rows_schedule_retrains_that_row_and_keeps_its_old_checkpoints(micro
     old_bytes = old_final.read_bytes()
     path = project / "params.yaml"
     path.write_text(_params_change(lambda p: p["rows"]["t2_baseline"].update(schedule={"length": 5}))(path.read_text()))
-    changed = _changed_stages(project, env) - {"select_lambda"}  # reads every row's entry; rewrites no file
+    changed = _changed_stages(project, env)
     assert changed == {"train@t2_baseline"}, changed
     output = _run(["dvc", "repro"], project, env)
     assert "Running stage 'train@t2_baseline'" in output
@@ -232,10 +236,10 @@ def test_e_a_rows_schedule_retrains_that_row_and_keeps_its_old_checkpoints(micro
     assert moved[0].is_dir()  # listed, never removed by the code
 
 
-def test_changing_one_rows_lambda_retrains_only_that_row(micro_project):
+def test_changing_one_rows_stuff_loss_weight_retrains_only_that_row(micro_project):
     project, env = micro_project["project"], micro_project["env"]
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["rows"]["t2_spatialflow"]["lambda"] = 0.5
+    params["rows"]["t2_spatialflow"]["stuff_loss_weight"] = 0.5
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = _run(["dvc", "repro"], project, env)
     assert "Running stage 'train@t2_spatialflow'" in output

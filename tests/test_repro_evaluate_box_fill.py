@@ -59,7 +59,7 @@ def test_a_rows_metrics_keep_their_keys_and_gain_the_box_fill_block(monkeypatch,
     monkeypatch.setattr(nodes.tracking, "log_evaluation", lambda *args, **kwargs: None)
     monkeypatch.chdir(tmp_path)
     training = {"seeds": [{"seed": 0, "final_model": "m0"}, {"seed": 1, "final_model": "m1"}],
-                "lambda": 0.5, "ran": True}
+                "stuff_loss_weight": 0.5, "ran": True}
     out = nodes.evaluate_row_val("t2_spatialflow", params, training)
     assert calls == [("m0", "seed0", False, {"box_fill": True}), ("m1", "seed1", False, {"box_fill": True})]
     assert out["summary"]["pq"] == pytest.approx(41.0) and out["inference"]["merge"].get("box_fill") is None

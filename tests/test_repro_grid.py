@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,9 +12,9 @@ from dvc.repo import Repo
 from spatialflow.errors import ConfigError
 from spatialflow_repro.pipelines.registry import build_pipelines
 from spatialflow_repro.pipelines.evaluate.nodes import summarise
-from spatialflow_repro.pipelines.train.nodes import select_lambda
+from spatialflow_repro.pipelines.train.nodes import dataset_stuff_loss_weight, search_stuff_loss_weight
 from spatialflow_repro import rows as grid
-from spatialflow_repro.rows import describe_row, row_lambda, trained_rows
+from spatialflow_repro.rows import describe_row, row_stuff_loss_weight, trained_rows, uses_search
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +33,10 @@ def _suffixes(stages: dict, group: str) -> set[str]:
 
 
 def test_dvc_stages_are_the_rows_of_params_yaml(params, stages):
-    assert _suffixes(stages, "table1") == set(params["lambda_rows"])
+    assert _suffixes(stages, "table1") == set(params["search_rows"])
     assert _suffixes(stages, "train") == set(params["rows"])
     assert _suffixes(stages, "train_pretrained") == set(params["pretrained_rows"])
-    assert _suffixes(stages, "evaluate_lambda") == set(params["lambda_rows"])
+    assert _suffixes(stages, "evaluate_lambda") == set(params["search_rows"])
     assert _suffixes(stages, "evaluate_val") == set(params["rows"])
     assert _suffixes(stages, "evaluate_pretrained") == set(params["pretrained_rows"])
     assert _suffixes(stages, "evaluate_testdev") == set(params["testdev_rows"])
@@ -52,12 +53,13 @@ def test_kedro_namespaces_are_the_rows_of_params_yaml(params):
     assert {n.namespace for n in pipelines["evaluate"].nodes} == set(grid.testdev_rows(params))
 
 
-def test_lambda_search_and_tables_read_only_row_metrics(params, stages):
-    """Each row writes data/08_reporting/metrics/<split>/<row>.json; the lambda search depends on Table 1's
+def test_weight_search_and_tables_read_only_row_metrics(params, stages):
+    """Each row writes data/08_reporting/metrics/<split>/<row>.json; Table 1's search depends on Table 1's
     folder only (so it cannot depend on the rows that use its result), the tables on all metrics."""
-    deps = {str(d.def_path) for d in stages["select_lambda"].deps} - {"params.yaml"}
+    deps = {str(d.def_path) for d in stages["search_stuff_loss_weight"].deps} - {"params.yaml"}
     assert deps == {"data/08_reporting/metrics/lambda"}
-    for row in params["lambda_rows"]:
+    assert [str(d.def_path) for d in stages["fixed_stuff_loss_weight"].deps] == ["params.yaml"]
+    for row in params["search_rows"]:
         outs = {str(o.def_path) for o in stages[f"evaluate_lambda@{row}"].outs}
         assert f"data/08_reporting/metrics/lambda/{row}.json" in outs
     for row in params["rows"]:
@@ -67,33 +69,55 @@ def test_lambda_search_and_tables_read_only_row_metrics(params, stages):
     assert not any(dep.startswith(("data/06_models", "data/07_model_output")) for dep in table_deps)
 
 
-def test_row_lambda_sources():
-    tiny = {"name": "tiny", "lambda": "search"}
-    coco = {"name": "coco", "lambda": 0.25}
-    assert row_lambda({"lambda": 1.0}, tiny, selected=0.4) == (1.0, "row")
-    assert row_lambda({"lambda": "search"}, tiny, selected=0.4) == (0.4, "lambda search (Table 1)")
-    assert row_lambda({"lambda": "search"}, coco, selected=0.4) == (0.25, "profile")  # pinned: search ignored
-    with pytest.raises(ConfigError, match="has not selected"):
-        row_lambda({"lambda": "search"}, tiny, selected=None)
+def test_a_rows_stuff_loss_weight_comes_from_the_row_or_its_datasets_profile_entry():
+    tiny = {"name": "tiny", "stuff_loss_weight": {"coco": "search", "cityscapes": 1.0}}
+    coco = {"name": "coco", "stuff_loss_weight": {"coco": 0.25}}
+    cocolike, citylike = {"dataset": "coco"}, {"dataset": "cityscapes"}
+    assert row_stuff_loss_weight({**cocolike, "stuff_loss_weight": 0.75}, tiny, selected=0.4) == (0.75, "row")
+    assert row_stuff_loss_weight(cocolike, tiny, selected=0.4) == (0.4, "Table 1's search")
+    assert row_stuff_loss_weight(citylike, tiny, selected=0.4) == (1.0, "profiles.tiny.stuff_loss_weight.cityscapes")
+    assert row_stuff_loss_weight(cocolike, coco, selected=0.4) == (0.25, "profiles.coco.stuff_loss_weight.coco")
+    assert uses_search(cocolike, tiny) and not uses_search(citylike, tiny) and not uses_search(cocolike, coco)
+    with pytest.raises(ConfigError, match="profiles.tiny.stuff_loss_weight.coco is 'search', but Table 1 has not"):
+        row_stuff_loss_weight(cocolike, tiny, selected=None)
+    with pytest.raises(ConfigError, match="profiles.coco.stuff_loss_weight: has no entry for dataset 'cityscapes'"):
+        row_stuff_loss_weight(citylike, coco, selected=None)
 
 
-def _metrics(row: str, lam: float, pq: float, pq_st: float) -> dict:
-    return {"row": row, "lambda": lam, "summary": {"pq": pq, "pq_th": 2 * pq - pq_st, "pq_st": pq_st}}
+def _metrics(row: str, weight: float, pq: float, pq_st: float) -> dict:
+    return {"row": row, "stuff_loss_weight": weight, "summary": {"pq": pq, "pq_th": 2 * pq - pq_st, "pq_st": pq_st}}
 
 
-def test_select_lambda_picks_best_pq_and_writes_one_file_per_later_row(params):
-    search, per_row = select_lambda(
+def test_the_search_picks_the_best_pq_for_its_dataset_and_fixed_datasets_take_the_profiles(params):
+    search, coco = search_stuff_loss_weight(
         params,
         _metrics("t1_lambda_1_00", 1.0, 30.0, 20.0),
         _metrics("t1_lambda_0_50", 0.5, 35.0, 21.0),
         _metrics("t1_lambda_0_25", 0.25, 35.0, 22.0),  # ties on PQ with 0.5: larger PQ_st wins
         {"row": "t1_lambda_0_10", "skipped": "not run"},
     )
-    assert search["selected_lambda"] == 0.25 and search["selected_row"] == "t1_lambda_0_25"
+    assert search["selected_stuff_loss_weight"] == 0.25 and search["selected_row"] == "t1_lambda_0_25"
     assert [c["row"] for c in search["candidates"]] == ["t1_lambda_1_00", "t1_lambda_0_50", "t1_lambda_0_25"]
-    assert set(per_row) == set(params["rows"]) | set(params["pretrained_rows"])
-    assert per_row["t2_baseline"] == {"lambda": 0.25, "source": "lambda search (Table 1)"}
-    assert per_row["t3_baseline"] == {"lambda": 1.0, "source": "row"}
+    assert coco == {"stuff_loss_weight": 0.25, "source": "Table 1's search"}
+    assert dataset_stuff_loss_weight(params, "cityscapes") == {
+        "stuff_loss_weight": 1.0, "source": "profiles.tiny.stuff_loss_weight.cityscapes"}
+    pinned = {**params, "profile": "coco"}
+    assert search_stuff_loss_weight(pinned, _metrics("t1_lambda_1_00", 1.0, 30.0, 20.0))[1] == {
+        "stuff_loss_weight": 0.25, "source": "profiles.coco.stuff_loss_weight.coco"}  # pinned: search ignored
+
+
+def test_rows_of_a_fixed_weight_need_no_table1_stage(repo_root):
+    """A Cityscapes-like row depends on the fixed weight's stage, never on Table 1 (DVC's own graph)."""
+    import networkx as nx
+
+    with Repo(str(repo_root)) as repo:
+        graph = repo.index.graph
+        by_name = {s.addressing: s for s in graph.nodes}
+        upstream = {s.addressing for s in nx.descendants(graph, by_name["train@t3_baseline"])}
+        assert "fixed_stuff_loss_weight" in upstream
+        assert not any(name.startswith(("table1@", "evaluate_lambda@")) for name in upstream)
+        upstream = {s.addressing for s in nx.descendants(graph, by_name["train@t2_baseline"])}
+        assert "search_stuff_loss_weight" in upstream and "table1@t1_lambda_0_25" in upstream
 
 
 def test_summarise_mean_and_sample_std_over_seeds():
@@ -161,7 +185,8 @@ def test_the_first_stages_keep_their_outputs_when_the_profile_is_unknown(repo_ro
             assert isinstance(out, dict) and next(iter(out.values())).get("persist") is True, out
     roots = {name for name, stage in stages.items()
              if not any(str(d).startswith("data/") for d in (stage.get("deps") or stage.get("do", {}).get("deps", [])))}
-    assert roots == {"prepare_data", "pretrain_backbone"}  # every other stage runs after one of them
+    # every other stage runs after one of them, but the fixed weight's, which params alone rewrite
+    assert roots == {"prepare_data", "pretrain_backbone", "fixed_stuff_loss_weight"}
 
 
 def test_dvc_keeps_persisted_outputs_when_a_param_is_missing(tmp_path):
@@ -211,9 +236,11 @@ def _rename(group: str, old: str, new: str):
     return edit
 
 
+ROWS_OF_TINY = ", ".join(f"{group}.{name}" for group in ("search_rows", "rows", "pretrained_rows")
+                         for name in yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())[group])
 GRID_CASES = {
-    "absolute row name": (_rename("lambda_rows", "t1_lambda_1_00", "/srv/evil"),
-                          f"lambda_rows./srv/evil: bad row name '/srv/evil': {ROW_NAME_RULE}"),
+    "absolute row name": (_rename("search_rows", "t1_lambda_1_00", "/srv/evil"),
+                          f"search_rows./srv/evil: bad row name '/srv/evil': {ROW_NAME_RULE}"),
     "dotted row name": (_rename("rows", "t2_reg_cls", "t2.reg"), f"rows.t2.reg: bad row name 't2.reg': {ROW_NAME_RULE}"),
     "upper-case pretrained row": (_rename("pretrained_rows", "t7_r101_coco", "T7"),
                                   f"pretrained_rows.T7: bad row name 'T7': {ROW_NAME_RULE}"),
@@ -237,7 +264,22 @@ GRID_CASES = {
     "negative lr of a row": (_set("rows.t2_baseline.schedule", {"lr": -1}),
                              "rows.t2_baseline (profile tiny): train.lr: Input should be greater than 0, got -1"),
     "unknown key in a row": (_set("rows.t2_baseline.colour", "red"), "rows.t2_baseline.colour: unknown key"),
-    "lambda": (_set("rows.t2_baseline.lambda", "x"), "rows.t2_baseline.lambda: must be a number >= 0 or 'search', got 'x'"),
+    "a row's weight": (_set("rows.t2_baseline.stuff_loss_weight", "x"),
+                       "rows.t2_baseline.stuff_loss_weight: Input should be a valid number, unable to parse string as a "
+                       "number, got 'x'"),
+    "a search row without its weight": (lambda p: p["search_rows"]["t1_lambda_0_50"].pop("stuff_loss_weight"),
+                                        "search_rows.t1_lambda_0_50.stuff_loss_weight: required: a row of Table 1's "
+                                        "search trains at its own weight"),
+    "a profile's weight": (_set("profiles.tiny.stuff_loss_weight.cityscapes", -1),
+                           "profiles.tiny.stuff_loss_weight.cityscapes: must be a number >= 0 or 'search', got -1"),
+    "the weight under training.model": (
+        _set("profiles.tiny.training.model.stuff_loss_weight", 0.5),
+        f"{ROWS_OF_TINY} (profile tiny): profiles.tiny.training.model.stuff_loss_weight: set the stuff-loss weight "
+        "in profiles.tiny.stuff_loss_weight (per dataset) or on the row, not here"),
+    "the weight in a row override": (
+        _set("profiles.tiny.training.row_overrides.t6_r101_dcn.model", {"stuff_loss_weight": 0.5}),
+        "rows.t6_r101_dcn (profile tiny): profiles.tiny.training.row_overrides.t6_r101_dcn.model.stuff_loss_weight: "
+        "set a row's stuff-loss weight on the row (rows.t6_r101_dcn.stuff_loss_weight), not here"),
     "inference threshold": (_set("profiles.tiny.inference.detection.nms_thresh", 2),
                             "profiles.tiny.inference.detection: nms_thresh: must lie in [0, 1], got 2"),
     "merge threshold": (_set("profiles.tiny.inference.merge.coco.score_threshold", 3),

@@ -27,7 +27,7 @@ def test_a_row_trains_under_torchrun_with_two_processes(tmp_path, repo_root, mon
                                                                       batch_size=2)
     params["profiles"]["tiny"]["training"]["model"].update(fpn_channels=32, pretrained_backbone=False)
     row = trained_rows(params)["t2_spatialflow"]
-    cfg = experiment_config("t2_spatialflow", row, params, manifest, stuff_lambda=0.25, seed=0)
+    cfg = experiment_config("t2_spatialflow", row, params, manifest, stuff_loss_weight=0.25, seed=0)
     cfg["output_dir"] = str(tmp_path / "row")
     summary = _train_with_torchrun(cfg, "t2_spatialflow", row, active_profile(params), 0, gpus=2)
     assert summary["iterations"] == 2 and summary["resumed_from"] == 0

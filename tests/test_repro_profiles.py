@@ -58,15 +58,16 @@ def test_cityscapes_schedule_matches_reference(params, reference):
     assert schedule["batch_size"] == 8 and schedule["warmup_iters"] == 500
 
 
-def test_coco_image_sizes_and_lambda(params, reference):
+def test_coco_image_sizes_and_stuff_loss_weights(params, reference):
     m = _find(r"shorter side (\d+) \(max (\d+)\) or (\d+) \(max (\d+)\)", reference)
     sizes = params["profiles"]["coco"]["training"]["sizes"]
     assert sizes["600"] == [int(m.group(1)), int(m.group(2))] == [600, 1000]
     assert sizes["800"] == [int(m.group(3)), int(m.group(4))] == [800, 1333]
     m = _find(r"lambda = ([\d.]+) on COCO \(Table 1 search\), ([\d.]+) on Cityscapes", reference)
-    assert params["profiles"]["coco"]["lambda"] == float(m.group(1)) == 0.25
-    assert params["profiles"]["cityscapes"]["lambda"] == float(m.group(2)) == 1.0
-    assert all(row["lambda"] == 1.0 for name, row in params["rows"].items() if name.startswith("t3_"))
+    assert params["profiles"]["coco"]["stuff_loss_weight"] == {"coco": float(m.group(1))} == {"coco": 0.25}
+    assert params["profiles"]["cityscapes"]["stuff_loss_weight"] == {"cityscapes": float(m.group(2))}
+    assert params["profiles"]["tiny"]["stuff_loss_weight"] == {"coco": "search", "cityscapes": 1.0}
+    assert not any("stuff_loss_weight" in row for row in params["rows"].values())  # every row: its dataset's
 
 
 @pytest.mark.parametrize("profile", ["coco", "cityscapes"])
@@ -124,12 +125,12 @@ def test_a_coco_row_resolves_to_the_paper_recipe(params):
                                     "val": {"json": "v.json", "png_dir": "v", "image_dir": "vi"}},
                          "num_things": 80, "num_stuff": 53}}
     row = trained_rows(coco_params)["t4_r101_800"]
-    cfg = experiment_config("t4_r101_800", row, coco_params, manifest, stuff_lambda=0.25, seed=0)
+    cfg = experiment_config("t4_r101_800", row, coco_params, manifest, stuff_loss_weight=0.25, seed=0)
     assert cfg["model"]["depth"] == 101 and cfg["model"]["num_things"] == 80 and cfg["model"]["num_stuff"] == 53
-    assert cfg["model"]["stuff_lambda"] == 0.25 and cfg["model"]["preset"] == "spatialflow"
+    assert cfg["model"]["stuff_loss_weight"] == 0.25 and cfg["model"]["preset"] == "spatialflow"
     assert cfg["data"]["transforms"]["min_size"] == 800 and cfg["data"]["transforms"]["max_size"] == 1333
     assert cfg["train"]["lr"] == 0.005 and cfg["train"]["batch_size"] == 8 and cfg["run"]["device"] == "cuda"
-    assert active_profile(coco_params)["lambda"] == 0.25
+    assert active_profile(coco_params)["stuff_loss_weight"] == {"coco": 0.25}
 
 
 # The authors' model and inference switches (docs/model.md) in the real profiles, none in tiny.
@@ -161,7 +162,7 @@ def test_tiny_profile_keeps_the_previous_defaults(params):
     assert not set(AUTHORS_DETECTION) & set(tiny["inference"]["detection"])
     manifest = _cityscapes_manifest()
     row = trained_rows(params)["t7_r101_coco"]
-    cfg = experiment_config("t7_r101_coco", row, dict(params, profile="tiny"), manifest, stuff_lambda=1.0, seed=0)
+    cfg = experiment_config("t7_r101_coco", row, dict(params, profile="tiny"), manifest, stuff_loss_weight=1.0, seed=0)
     assert "stuff_head_dcn" not in cfg["model"]
 
 
@@ -171,11 +172,11 @@ def test_table7_coco_m_row_uses_the_stuff_head_dcn_in_the_cityscapes_profile(par
     city = dict(params, profile="cityscapes")
     rows = trained_rows(city)
     manifest = _cityscapes_manifest()
-    coco_m = experiment_config("t7_r101_coco", rows["t7_r101_coco"], city, manifest, stuff_lambda=1.0, seed=0)
+    coco_m = experiment_config("t7_r101_coco", rows["t7_r101_coco"], city, manifest, stuff_loss_weight=1.0, seed=0)
     assert coco_m["model"]["stuff_head_dcn"] is True
     assert coco_m["model"]["preset"] == "spatialflow"  # no sub-network DCN (that is Table 6's eq. 6)
     assert {k: coco_m["model"][k] for k in AUTHORS_MODEL} == AUTHORS_MODEL
-    plain = experiment_config("t7_r101", rows["t7_r101"], city, manifest, stuff_lambda=1.0, seed=0)
+    plain = experiment_config("t7_r101", rows["t7_r101"], city, manifest, stuff_loss_weight=1.0, seed=0)
     assert "stuff_head_dcn" not in plain["model"]
     from spatialflow.models.config import model_config
     preset = coco_m["model"].pop("preset")
@@ -194,7 +195,7 @@ def test_every_row_of_every_profile_passes_the_config_bounds(params):
             if not row_runs_in_profile(row, active_profile(chosen)):
                 continue
             init = "coco.pt" if row.get("init_from") else None
-            cfg = experiment_config(name, row, chosen, _cityscapes_manifest(), stuff_lambda=1.0, seed=0,
+            cfg = experiment_config(name, row, chosen, _cityscapes_manifest(), stuff_loss_weight=1.0, seed=0,
                                     init_checkpoint=init)
             load_experiment_config(cfg)
             checked += 1

@@ -148,10 +148,10 @@ def test_table7_peer_rows_and_missing_rows(tmp_path: Path, paper: dict) -> None:
     assert table["caption"] == "Comparison on Cityscapes val (profile: coco)"
 
 
-def test_table1_marks_selected_lambda_and_writes_csv(tmp_path: Path, paper: dict) -> None:
+def test_table1_marks_the_selected_weight_and_writes_csv(tmp_path: Path, paper: dict) -> None:
     write_metrics(tmp_path, "t1_lambda_0_25", [seed_entry(0, "l25", 39.31, 45.0, 30.5)], kind="lambda")
     search = tmp_path / "lambda_search.json"
-    search.write_text(json.dumps({"selected_lambda": 0.25, "metric": "pq", "candidates": []}))
+    search.write_text(json.dumps({"selected_stuff_loss_weight": 0.25, "metric": "pq", "candidates": []}))
     summary = nodes.build_summary("tiny", paper, metrics_in(tmp_path), json.loads(search.read_text()))
     table = summary["tables"]["table1"]
     assert [r["selected"] for r in table["rows"]] == [False] * 5 + [True, False, False]
@@ -232,7 +232,7 @@ def test_each_paper_row_names_our_row_or_is_published(paper: dict) -> None:
 
 def test_every_reproducing_row_is_a_row_of_params_yaml(paper: dict) -> None:
     params = read_yaml(PAPER_TABLES.parents[3] / "params.yaml")
-    ours = {*params["lambda_rows"], *params["rows"], *params["pretrained_rows"]}
+    ours = {*params["search_rows"], *params["rows"], *params["pretrained_rows"]}
     named = {row for n in nodes.table_numbers(paper) for row in nodes.paper_rows(paper, n) if row}
     assert named == ours
 

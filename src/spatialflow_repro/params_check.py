@@ -7,7 +7,7 @@ one line per problem instead of a stage's traceback.
 
 What is checked:
 
-- row names (keys of ``lambda_rows``, ``rows``, ``pretrained_rows``, ``testdev_rows``, ``pretrain_backbones``,
+- row names (keys of ``search_rows``, ``rows``, ``pretrained_rows``, ``testdev_rows``, ``pretrain_backbones``,
   and the rows named by ``init_from`` and ``figures``) are ``[a-z0-9_]+``: they become paths, DVC stage
   names and Kedro namespaces;
 - every row has only known keys of the right type (:class:`TrainedRow`), a known model preset, and names
@@ -30,7 +30,7 @@ from spatialflow.errors import ConfigError, SpatialFlowError
 
 ROW_NAME = re.compile(r"[a-z0-9_]+")
 ROW_NAME_RULE = "only lower-case letters, digits and '_' (it becomes a path, a DVC stage and a Kedro namespace)"
-NAMED_GROUPS = ("lambda_rows", "rows", "pretrained_rows", "testdev_rows", "pretrain_backbones")
+NAMED_GROUPS = ("search_rows", "rows", "pretrained_rows", "testdev_rows", "pretrain_backbones")
 
 # A stand-in for the data stage's manifest: enough for a row's experiment config to be built and checked.
 _SPLIT = {"json": "split.json", "image_dir": "images", "png_dir": "panoptic"}
@@ -50,14 +50,14 @@ class _Entry(BaseModel):
 
 
 class TrainedRow(_Entry):
-    """One row of ``lambda_rows`` / ``rows`` / ``pretrained_rows``."""
+    """One row of ``search_rows`` / ``rows`` / ``pretrained_rows``."""
 
     tables: Annotated[list[Annotated[int, Field(strict=True, ge=1, le=7)]], Field(min_length=1)]
     dataset: Literal["coco", "cityscapes"]
     preset: str
     backbone: str
     size: str | int
-    lambda_: float | str = Field("search", alias="lambda")
+    stuff_loss_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     init_from: str | None = None
     finetune_class_layers_first: bool = False
     val_tta: str | None = None
@@ -70,13 +70,6 @@ class TrainedRow(_Entry):
 
         if value not in PRESETS:
             raise ValueError(f"unknown model preset {value!r}; choose one of {sorted(PRESETS)}")
-        return value
-
-    @field_validator("lambda_")
-    @classmethod
-    def _number_or_search(cls, value: float | str) -> float | str:
-        if value != "search" and (isinstance(value, str) or value < 0):
-            raise ValueError(f"must be a number >= 0 or 'search', got {value!r}")
         return value
 
 
@@ -95,7 +88,7 @@ def _pydantic_lines(where: str, exc: ValidationError) -> list[str]:
     """Every pydantic error as ``where.key: problem``."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"] if part != "lambda_")
+        loc = ".".join(str(part) for part in err["loc"])
         key = f"{where}.{loc}" if loc else where
         if err["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
@@ -124,7 +117,7 @@ def name_problems(params: dict) -> list[str]:
         for name in value or {}:
             if not isinstance(name, str) or not ROW_NAME.fullmatch(name):
                 problems.append(f"{group}.{name}: bad row name {name!r}: {ROW_NAME_RULE}")
-    for group in ("pretrained_rows", "rows", "lambda_rows"):
+    for group in ("pretrained_rows", "rows", "search_rows"):
         for name, row in _mapping(params, group).items():
             target = row.get("init_from") if isinstance(row, dict) else None
             if target is not None and not (isinstance(target, str) and ROW_NAME.fullmatch(target)):
@@ -153,6 +146,9 @@ def entry_problems(params: dict) -> list[str]:
                 TrainedRow.model_validate(row)
             except ValidationError as exc:
                 problems += _pydantic_lines(f"{group}.{name}", exc)
+            if group == "search_rows" and row.get("stuff_loss_weight") is None:
+                problems.append(f"{group}.{name}.stuff_loss_weight: required: a row of Table 1's search trains "
+                                "at its own weight")
             if row.get("init_from") is not None and row["init_from"] not in trained - {name}:
                 problems.append(f"{group}.{name}.init_from: {row['init_from']!r} is not a trained row above it")
     for name, row in _mapping(params, "testdev_rows").items():
@@ -181,6 +177,14 @@ def profile_problems(profile: dict) -> list[str]:
     from spatialflow.models.config import inference_config
 
     where, problems = f"profiles.{profile['name']}", []
+    weights = profile.get("stuff_loss_weight")
+    if not isinstance(weights, dict):
+        problems.append(f"{where}.stuff_loss_weight: must map each dataset to a number or 'search', got {weights!r}")
+    else:
+        for dataset, value in weights.items():
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
+            if value != "search" and not number:
+                problems.append(f"{where}.stuff_loss_weight.{dataset}: must be a number >= 0 or 'search', got {value!r}")
     training = profile.get("training") if isinstance(profile.get("training"), dict) else {}
     for dataset, schedule in (training.get("schedule") or {}).items():
         key = f"{where}.training.schedule.{dataset}"
@@ -217,12 +221,12 @@ def row_problem(name: str, row: dict, params: dict, profile: dict) -> str | None
     """Why this row does not resolve to a valid experiment config and inference settings in the profile."""
     from spatialflow.engine.config import load_experiment_config
     from spatialflow.models.config import inference_config
-    from spatialflow_repro.rows import experiment_config, inference_settings, row_lambda, tta_settings
+    from spatialflow_repro.rows import experiment_config, inference_settings, row_stuff_loss_weight, tta_settings
 
     try:
-        stuff_lambda, _ = row_lambda(row, profile, selected=1.0)
+        stuff_loss_weight, _ = row_stuff_loss_weight(row, profile, selected=1.0)
         init = "init_checkpoint.pt" if row.get("init_from") else None
-        config = experiment_config(name, row, params, {row["dataset"]: _MANIFEST_ENTRY}, stuff_lambda, 0, init)
+        config = experiment_config(name, row, params, {row["dataset"]: _MANIFEST_ENTRY}, stuff_loss_weight, 0, init)
         load_experiment_config(config)
         inference_config(inference_settings(row, profile))
         tta_settings(row.get("val_tta"), profile)

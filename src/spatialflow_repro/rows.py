@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from spatialflow.errors import ConfigError
-from spatialflow.models.spatialflow import CLASS_DEPENDENT_PARAMETERS
+from spatialflow.models.config import CLASS_DEPENDENT_PARAMETERS
 
-# Groups of trained rows in params.yaml, in DAG order: Table 1 (the lambda search) first, then the rows
-# that may use its result, then the rows initialised from another row's checkpoint.
-TRAINED_ROW_GROUPS = ("lambda_rows", "rows", "pretrained_rows")
-SEARCH = "search"
-
+# Groups of trained rows in params.yaml, in DAG order: Table 1 (the search of the stuff-loss weight) first,
+# then the rows that may use its result, then the rows initialised from another row's checkpoint.
+TRAINED_ROW_GROUPS = ("search_rows", "rows", "pretrained_rows")
+SEARCH = "search"  # a profile's stuff-loss weight for a dataset: Table 1's best on val
+WEIGHT = "stuff_loss_weight"
 
 
 def trained_rows(params: dict) -> dict[str, dict]:
@@ -66,17 +66,32 @@ def row_runs_in_profile(row: dict, profile: dict) -> bool:
     return bool(set(row["tables"]) & set(profile["tables"])) and row["dataset"] in profile["datasets"]
 
 
-def row_lambda(row: dict, profile: dict, selected: float | None) -> tuple[float, str]:
-    """(lambda, where it came from) for one row: the row's number, or the profile's, or the search's pick."""
-    value = row.get("lambda", SEARCH)
-    source = "row"
-    if value == SEARCH:
-        value, source = profile.get("lambda", SEARCH), "profile"
-    if value == SEARCH:
-        if selected is None:
-            raise ConfigError("a row uses the lambda search, but Table 1 has not selected a lambda")
-        return float(selected), "lambda search (Table 1)"
-    return float(value), source
+def profile_stuff_loss_weight(profile: dict, dataset: str) -> float | str:
+    """``profiles.<p>.stuff_loss_weight.<dataset>``: a number, or ``search`` (Table 1's best on val)."""
+    weights = profile.get(WEIGHT) or {}
+    if dataset not in weights:
+        raise ConfigError(f"profiles.{profile['name']}.{WEIGHT}: has no entry for dataset {dataset!r}")
+    return weights[dataset]
+
+
+def uses_search(row: dict, profile: dict) -> bool:
+    """Whether the row trains with Table 1's pick: it sets no weight and its dataset's profile weight is
+    ``search``."""
+    return WEIGHT not in row and profile_stuff_loss_weight(profile, row["dataset"]) == SEARCH
+
+
+def row_stuff_loss_weight(row: dict, profile: dict, selected: float | None) -> tuple[float, str]:
+    """(weight, where it came from) for one row: the row's number, else the profile's number for the row's
+    dataset, else (the profile says ``search``) Table 1's pick ``selected``."""
+    if WEIGHT in row:
+        return float(row[WEIGHT]), "row"
+    value = profile_stuff_loss_weight(profile, row["dataset"])
+    if value != SEARCH:
+        return float(value), f"profiles.{profile['name']}.{WEIGHT}.{row['dataset']}"
+    if selected is None:
+        raise ConfigError(f"profiles.{profile['name']}.{WEIGHT}.{row['dataset']} is 'search', but Table 1 has "
+                          "not run in this profile (no weight was selected)")
+    return float(selected), "Table 1's search"
 
 
 def row_seeds(row: dict, params: dict) -> list[int]:
@@ -163,14 +178,16 @@ def experiment_config(
     row: dict,
     params: dict,
     manifest: dict,
-    stuff_lambda: float,
+    stuff_loss_weight: float,
     seed: int,
     init_checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """The ``spatialflow.engine`` experiment config (a dict) of one row and seed in the active profile:
     the training identity (model, data, train) from ``profiles.<p>.training``, the run settings (run)
     from ``profiles.<p>.run``, with the row's ``profiles.<p>.training.row_overrides`` applied (e.g. Table 6's
-    multi-scale range and fp16). Inference settings are not part of it (see :func:`inference_settings`)."""
+    multi-scale range and fp16). Inference settings are not part of it (see :func:`inference_settings`).
+    The stuff-loss weight is set last, from one place only (:func:`row_stuff_loss_weight`): a weight under
+    ``training.model`` or a row override is refused, naming the key."""
     profile = active_profile(params)
     training, run = profile["training"], profile.get("run") or {}
     dataset_name = row["dataset"]
@@ -185,9 +202,11 @@ def experiment_config(
         "depth": depth,
         "num_things": dataset["num_things"],
         "num_stuff": dataset["num_stuff"],
-        "stuff_lambda": stuff_lambda,
         **(training.get("model") or {}),
     }
+    if WEIGHT in model:
+        raise ConfigError(f"profiles.{profile['name']}.training.model.{WEIGHT}: set the stuff-loss weight in "
+                          f"profiles.{profile['name']}.{WEIGHT} (per dataset) or on the row, not here")
     if model.get("backbone_weights"):
         model["backbone_weights"] = str(model["backbone_weights"]).format(depth=depth)
     scale_crop = schedule.pop("scale_crop", None)
@@ -195,9 +214,13 @@ def experiment_config(
     train = {**schedule, "seed": int(seed)}
     for key, value in row_overrides(name, params, profile).items():
         if key == "model":
+            if WEIGHT in value:
+                raise ConfigError(f"profiles.{profile['name']}.training.row_overrides.{name}.model.{WEIGHT}: set "
+                                  f"a row's stuff-loss weight on the row (rows.{name}.{WEIGHT}), not here")
             model.update(value)
         else:
             (transforms if ROW_OVERRIDE_KEYS[key] == "transforms" else train)[key] = value
+    model[WEIGHT] = float(stuff_loss_weight)
     if init_checkpoint is not None:
         train["init_checkpoint"] = init_checkpoint
         if row.get("finetune_class_layers_first"):

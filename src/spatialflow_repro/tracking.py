@@ -444,7 +444,7 @@ def replay_pending(path: str | os.PathLike, tracking_uri: str | None = None) -> 
 # The Kedro training node opens one run per row and seed (row_callback); the evaluation nodes add the
 # PQ of val / test-dev and a few prediction PNGs to that same run (log_evaluation).
 
-STAGE_GROUPS = {"lambda_rows": "table1", "rows": "train", "pretrained_rows": "train_pretrained"}
+STAGE_GROUPS = {"search_rows": "table1", "rows": "train", "pretrained_rows": "train_pretrained"}
 PREDICTION_PNGS_LOGGED = 3
 
 

@@ -20,6 +20,10 @@ from typing import Any
 from spatialflow.errors import ConfigError
 from spatialflow.panoptic.merge import MergeConfig
 
+# The layers whose shape depends on the classes (fnmatch patterns over parameter names): the only ones
+# trained in the first phase of the Cityscapes-from-COCO recipe (paper supplement, Table 7 "-COCO").
+CLASS_DEPENDENT_PARAMETERS = ("cls_head.conv.*", "stuff_head.classifier.*", "mask_head.predictor.mask_fcn_logits.*")
+
 BACKBONE_DEPTHS = (18, 34, 50, 101)
 BACKBONE_NORMS = ("frozen", "frozen_stats")
 STUFF_LOSS_NORMS = ("labelled", "unpadded")
@@ -69,7 +73,7 @@ class SpatialFlowConfig:
     mask_channels: int = 256
     roi_align_aligned: bool = False  # mask-head RoIAlign with the half-pixel shift (mmcv aligned=True)
     # loss
-    stuff_lambda: float = 0.25  # L = L_cls + L_reg + L_mask + lambda * L_stuff (COCO 0.25, Cityscapes 1.0)
+    stuff_loss_weight: float = 0.25  # the paper's lambda: L = cls + reg + mask + lambda * stuff (COCO 0.25, Cityscapes 1)
     # stuff cross-entropy divided by "labelled" pixels (void and padding excluded) or by "unpadded" pixels
     # (void included, padding excluded: the authors' avg_factor without their image-0 window bug)
     stuff_loss_norm: str = "labelled"
@@ -219,8 +223,9 @@ def validate(cfg: SpatialFlowConfig) -> None:
             "dcn takes its sub-net offsets from the reg flows (supplement eq. 6): it needs subnets, "
             "flow_reg_cls, flow_reg_stuff and flow_reg_mask"
         )
-    if not isinstance(cfg.stuff_lambda, (int, float)) or isinstance(cfg.stuff_lambda, bool) or cfg.stuff_lambda < 0:
-        raise ConfigError(f"model.stuff_lambda: must be a number >= 0, got {cfg.stuff_lambda!r}")
+    weight = cfg.stuff_loss_weight
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight < float("inf"):
+        raise ConfigError(f"model.stuff_loss_weight: must be a finite number >= 0, got {weight!r}")
     if not isinstance(cfg.focal_gamma, (int, float)) or cfg.focal_gamma < 0:
         raise ConfigError(f"model.focal_gamma: must be >= 0, got {cfg.focal_gamma!r}")
     if not cfg.anchor_ratios or min(cfg.anchor_ratios) <= 0:

@@ -42,9 +42,6 @@ from spatialflow.panoptic.merge import merge
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# The layers whose shape depends on the classes (fnmatch patterns over parameter names): the only ones
-# trained in the first phase of the Cityscapes-from-COCO recipe (paper supplement, Table 7 "-COCO").
-CLASS_DEPENDENT_PARAMETERS = ("cls_head.conv.*", "stuff_head.classifier.*", "mask_head.predictor.mask_fcn_logits.*")
 
 
 @dataclass
@@ -168,7 +165,7 @@ class SpatialFlow(nn.Module):
 
         stuff_target = pad_label_maps([t["stuff"] for t in targets], padded)
         loss_stuff = stuff_loss(stuff_logits, stuff_target, sizes if cfg.stuff_loss_norm == "unpadded" else None)
-        total = loss_cls + loss_reg + loss_mask + cfg.stuff_lambda * loss_stuff
+        total = loss_cls + loss_reg + loss_mask + cfg.stuff_loss_weight * loss_stuff
         return {"cls": loss_cls, "reg": loss_reg, "mask": loss_mask, "stuff": loss_stuff, "total": total}
 
     @torch.no_grad()

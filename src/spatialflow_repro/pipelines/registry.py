@@ -14,6 +14,7 @@ from spatialflow_repro.pipelines.evaluate import pipeline as evaluate
 from spatialflow_repro.pipelines.figures import pipeline as figures
 from spatialflow_repro.pipelines.tables import pipeline as tables
 from spatialflow_repro.pipelines.train import pipeline as train
+from spatialflow_repro.pipelines.train.nodes import search_dataset
 from spatialflow_repro.rows import testdev_rows, trained_rows
 
 
@@ -25,8 +26,9 @@ def find_params_file() -> Path:
     raise FileNotFoundError(f"{PARAMS_FILE}: not found in {Path.cwd()} (run from the project root)")
 
 
-# The lambda search reads the Table 1 rows' metrics and Table 7's -COCO row the checkpoints of the row it
-# starts from: datasets of other rows' namespaces (``<row>.lambda_metrics``, ``<row>.training``), whose
+# Table 1's search reads the search rows' metrics, a row the weight of its dataset and Table 7's -COCO row
+# the checkpoints of the row it starts from: datasets of other namespaces (``<row>.lambda_metrics``,
+# ``<dataset>.stuff_loss_weight``, ``<row>.training``), whose
 # names have a dot by Kedro's own namespacing. Kedro warns about any such name when a node is built.
 DOTTED_NAMES_WARNING = "One or more dataset names contain '.' characters"
 
@@ -43,13 +45,14 @@ def build_pipelines(params: dict | None = None) -> dict[str, Pipeline]:
 
 def _build_pipelines(params: dict) -> dict[str, Pipeline]:
     rows = trained_rows(params)
-    lambda_rows = [name for name, row in rows.items() if row["group"] == "lambda_rows"]
+    search_rows = [name for name, row in rows.items() if row["group"] == "search_rows"]
+    datasets = sorted({row["dataset"] for row in rows.values()})
     pipelines = {
         "data_prep": data_prep.create_pipeline(),
         "pretrain_backbone": data_prep.create_pretrain_pipeline(list(params.get("pretrain_backbones") or {})),
         "train": train.create_pipeline(rows),
         "evaluate_val": evaluate.create_evaluation_pipeline(rows),
-        "lambda_search": train.create_lambda_search_pipeline(lambda_rows),
+        "stuff_loss_weight": train.create_stuff_loss_weight_pipeline(search_rows, search_dataset(params), datasets),
         "evaluate": evaluate.create_testdev_pipeline(list(testdev_rows(params))),
     }
     # `kedro run` alone trains and evaluates every row; tables and figures read the row metrics from

@@ -11,8 +11,8 @@ from spatialflow_repro.pipelines.train.pipeline import for_row
 
 def row_evaluation_pipeline(row_name: str, row: dict) -> Pipeline:
     """Evaluate a trained row on val, namespaced ``row_name``: ``<row>.training`` -> ``<row>.metrics``
-    (``<row>.lambda_metrics`` for Table 1, which the lambda search reads). DVC stage ``evaluate_*@<row>``."""
-    output = "lambda_metrics" if row["group"] == "lambda_rows" else "metrics"
+    (``<row>.lambda_metrics`` for Table 1, which its search reads). DVC stage ``evaluate_*@<row>``."""
+    output = "lambda_metrics" if row["group"] == "search_rows" else "metrics"
     return Pipeline([node(for_row(evaluate_row_val, row_name), inputs=["parameters", "training"],
                           outputs=output, name="evaluate_val")],
                     namespace=row_name, parameters={"parameters"})

@@ -27,7 +27,7 @@ from spatialflow.errors import DataError
 from spatialflow.inference.cam import cam_heatmaps
 from spatialflow.utils.atomic import atomic_save_image
 from spatialflow_repro import tracking
-from spatialflow_repro.pipelines.tables.nodes import RowMetrics, build_table, check_paper_tables, selected_lambda
+from spatialflow_repro.pipelines.tables.nodes import SELECTED, RowMetrics, build_table, check_paper_tables, selected_weight
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def plot_lambda_curve(table1: dict[str, Any], path: str | os.PathLike) -> None:
         if points:
             ax.plot([p["lambda"] for p in points], [p[key] for p in points], "o-", color=color,
                     label=f"{label} (reproduced)")
-    if table1.get("selected_lambda") is not None:
-        ax.axvline(table1["selected_lambda"], color="grey", linewidth=1, label="selected λ")
+    if table1.get(SELECTED) is not None:
+        ax.axvline(table1[SELECTED], color="grey", linewidth=1, label="selected λ")
     ax.set_xlabel("λ (stuff-loss weight)")
     ax.set_ylabel("%")
     ax.set_title(table1["caption"], fontsize=8)
@@ -92,7 +92,7 @@ def draw_lambda_curve(profile: str, paper: dict[str, Any], lambda_metrics: dict[
                       lambda_search: dict[str, Any] | None, figures_folder: str) -> str:
     """Kedro node: ``lambda_curve.png`` in the figures folder from Table 1's rows; returns the points as CSV."""
     metrics = RowMetrics(lambda_metrics, {}, {})
-    table1 = build_table(1, check_paper_tables(paper), profile, metrics, selected_lambda(lambda_search))
+    table1 = build_table(1, check_paper_tables(paper), profile, metrics, selected_weight(lambda_search))
     plot_lambda_curve(table1, Path(figures_folder) / "lambda_curve.png")
     return lambda_curve_csv(lambda_curve_points(table1))
 

@@ -23,9 +23,10 @@ BOX_FILL_TABLES = frozenset({2, 3})  # these show "PQ (box fill)" when a row's m
 
 
 class RowMetrics(NamedTuple):
-    """Every row's metrics JSON by kind: ``{row: metrics}`` for Table 1 (``lambda``), val and test-dev."""
+    """Every row's metrics JSON by kind: ``{row: metrics}`` for Table 1's search rows (kind ``lambda``), on
+    val and on test-dev."""
 
-    lambda_search: dict[str, dict]
+    search: dict[str, dict]
     val: dict[str, dict]
     testdev: dict[str, dict]
 
@@ -38,7 +39,7 @@ def metrics_kind(number: int) -> str:
 def row_metrics_of(metrics: RowMetrics, number: int, row: str) -> tuple[dict | None, str]:
     """A row's metrics for Table ``number`` (None if it has none) and a name for messages."""
     kind = metrics_kind(number)
-    by_row = metrics.lambda_search if kind == "lambda" else getattr(metrics, kind)
+    by_row = metrics.search if kind == "lambda" else getattr(metrics, kind)
     return by_row.get(row), f"{kind} metrics of {row}"
 
 
@@ -98,13 +99,16 @@ def check_paper_tables(paper: Any, source: str = "paper_tables") -> dict[str, An
     return paper
 
 
-def selected_lambda(search: dict[str, Any] | None) -> float | None:
-    """``selected_lambda`` of Table 1's lambda search, or None when the search has not run."""
+SELECTED = "selected_stuff_loss_weight"
+
+
+def selected_weight(search: dict[str, Any] | None) -> float | None:
+    """The stuff-loss weight Table 1's search selected, or None when the search has not run (or found none)."""
     if not search:
         return None
-    if "selected_lambda" not in search:
-        raise DataError("lambda_search", "missing key 'selected_lambda'")
-    return float(search["selected_lambda"])
+    if SELECTED not in search:
+        raise DataError("lambda_search", f"missing key {SELECTED!r}")
+    return None if search[SELECTED] is None else float(search[SELECTED])
 
 
 def seed_metrics(metrics: dict[str, Any], path: str) -> list[dict[str, float]]:
@@ -194,7 +198,7 @@ def build_table(number: int, paper: dict[str, Any], profile: str, metrics: RowMe
         "box_fill": any(r.get("box_fill") for r in rows),
     }
     if number == 1:
-        table["selected_lambda"] = selected
+        table[SELECTED] = selected
     return table
 
 
@@ -229,7 +233,7 @@ def _box_fill(metrics: dict, path: str) -> dict[str, float | None] | None:
 def build_summary(profile: str, paper: dict[str, Any], metrics: RowMetrics,
                   lambda_search: dict[str, Any] | None) -> dict[str, Any]:
     """Every table's rows as data (written as ``summary.json``; read by the figures and the notebook)."""
-    selected = selected_lambda(lambda_search)
+    selected = selected_weight(lambda_search)
     tables = {f"table{n}": build_table(n, paper, profile, metrics, selected) for n in table_numbers(paper)}
     return {"profile": profile, "tables": tables}
 
@@ -346,7 +350,7 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines.append("PQ (box fill): the same checkpoints evaluated with the authors' box-fill merge "
                      "(using_bbox=True, overlap 0.5).")
     if table["number"] == 1:
-        selected = table.get("selected_lambda")
+        selected = table.get(SELECTED)
         lines.append(f"Selected λ (best PQ on val): {selected}." if selected is not None
                      else "No lambda search result yet.")
     return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""Nodes of one training row: train every seed (one MLflow run each); Table 1's lambda search.
+"""Nodes of one training row: train every seed (one MLflow run each); the stuff-loss weight of a dataset
+(Table 1's search, or the profile's number).
 
 Training and evaluation are separate nodes and separate DVC stages (`train@<row>`, `evaluate_val@<row>`,
 see ``pipelines/evaluate``): training reads only the row's training identity and run settings, so changing
@@ -25,7 +26,9 @@ from spatialflow_repro.rows import (
     describe_row,
     experiment_config,
     row_and_profile,
-    row_lambda,
+    WEIGHT,
+    profile_stuff_loss_weight,
+    row_stuff_loss_weight,
     row_runs_in_profile,
     row_seeds,
     skipped_row,
@@ -70,10 +73,12 @@ def _train_seeds_in_parallel(configs: list[dict], row_name: str, row: dict, prof
         return [f.result() for f in futures]
 
 
-def train_row(row_name: str, params: dict, manifest: dict, stuff_lambda: dict | None = None,
+def train_row(row_name: str, params: dict, manifest: dict, dataset_weight: dict | None = None,
               init_training: dict | None = None) -> dict:
     """Train every seed of one row; returns what was trained where.
 
+    ``dataset_weight``: the stuff-loss weight of the row's dataset (``{"stuff_loss_weight", "source"}``, from
+    :func:`dataset_stuff_loss_weight`), for a row that sets none itself; Table 1's rows set their own.
     Every seed's config is validated before anything is written. A seed whose folder holds the same
     training identity resumes (or is already done); one holding another identity is moved aside to
     ``seed<k>.replaced-<time>`` by the engine, never deleted.
@@ -81,19 +86,19 @@ def train_row(row_name: str, params: dict, manifest: dict, stuff_lambda: dict | 
     row, profile = row_and_profile(row_name, params)
     if not row_runs_in_profile(row, profile):
         return skipped_row(row_name, row, profile)
-    if stuff_lambda is not None:
-        if stuff_lambda.get("lambda") is None:
-            raise ConfigError(f"row {row_name!r}: {stuff_lambda.get('source')} (set a number as its lambda)")
-        lam, lam_source = float(stuff_lambda["lambda"]), stuff_lambda["source"]
+    if WEIGHT in row or dataset_weight is None:
+        weight, weight_source = row_stuff_loss_weight(row, profile, None)
+    elif dataset_weight.get(WEIGHT) is None:
+        raise ConfigError(f"row {row_name!r}: {dataset_weight.get('source')}")
     else:
-        lam, lam_source = row_lambda(row, profile, None)
+        weight, weight_source = float(dataset_weight[WEIGHT]), dataset_weight["source"]
     init_checkpoint = None
     if row.get("init_from"):
         if init_training is None or init_training.get("skipped"):
             raise ConfigError(f"row {row_name!r} starts from {row['init_from']!r}, which has no checkpoint in "
                               f"profile {profile['name']!r} (dvc pull it, or train it in its profile first)")
         init_checkpoint = init_training["seeds"][0]["final_model"]
-    configs = [experiment_config(row_name, row, params, manifest, lam, seed, init_checkpoint)
+    configs = [experiment_config(row_name, row, params, manifest, weight, seed, init_checkpoint)
                for seed in row_seeds(row, params)]
     for cfg_dict in configs:  # validate every seed before touching the disk
         load_experiment_config(cfg_dict)
@@ -105,34 +110,56 @@ def train_row(row_name: str, params: dict, manifest: dict, stuff_lambda: dict | 
         seeds = _train_seeds_in_parallel(configs, row_name, row, profile, parallel)
     else:
         seeds = [train_seed(c, row_name, row, profile, c["train"]["seed"]) for c in configs]
-    return {"row": row_name, "profile": profile["name"], "tables": row["tables"], "lambda": lam,
-            "lambda_source": lam_source, "ran": describe_row(row, profile), "seeds": seeds}
+    return {"row": row_name, "profile": profile["name"], "tables": row["tables"], WEIGHT: weight,
+            f"{WEIGHT}_source": weight_source, "ran": describe_row(row, profile), "seeds": seeds}
 
 
-def select_lambda(params: dict, *lambda_row_metrics: dict) -> tuple[dict, dict]:
-    """Table 1's lambda search: the lambda with the best val PQ, and the lambda every later row uses.
+def search_stuff_loss_weight(params: dict, *search_row_metrics: dict) -> tuple[dict, dict]:
+    """Table 1's search: the weight with the best val PQ over the search rows, and the weight of the dataset
+    they trained on (the profile's number where it pins one, else the search's pick).
 
-    Returns (the search record, ``{row: {"lambda", "source"}}`` for every row of Tables 2-7). A row's file
-    changes only when its own lambda changes, so a re-run of Table 1 retrains only rows that use the search.
+    Returns (the search record, ``{"stuff_loss_weight", "source"}``). The dataset's file changes only when
+    its weight changes, so a re-run of Table 1 retrains only the rows that use the search.
     """
     profile = active_profile(params)
     candidates = [
-        {"row": m["row"], "lambda": m["lambda"], "pq": m["summary"]["pq"], "pq_th": m["summary"]["pq_th"],
+        {"row": m["row"], WEIGHT: m[WEIGHT], "pq": m["summary"]["pq"], "pq_th": m["summary"]["pq_th"],
          "pq_st": m["summary"]["pq_st"]}
-        for m in lambda_row_metrics if not m.get("skipped") and m.get("summary")
+        for m in search_row_metrics if not m.get("skipped") and m.get("summary")
     ]
-    # Best PQ; ties go to the larger PQ_st, then to the larger lambda (the order of Table 1).
-    best = max(candidates, key=lambda c: (c["pq"], c["pq_st"], c["lambda"])) if candidates else None
-    selected = None if best is None else best["lambda"]
-    search = {"profile": profile["name"], "metric": "pq", "split": "val", "selected_lambda": selected,
+    # Best PQ; ties go to the larger PQ_st, then to the larger weight (the order of Table 1).
+    best = max(candidates, key=lambda c: (c["pq"], c["pq_st"], c[WEIGHT])) if candidates else None
+    selected = None if best is None else best[WEIGHT]
+    search = {"profile": profile["name"], "metric": "pq", "split": "val", f"selected_{WEIGHT}": selected,
               "selected_row": None if best is None else best["row"], "candidates": candidates}
-    row_lambdas = {}
-    for name, row in trained_rows(params).items():
-        if row["group"] == "lambda_rows":
-            continue
-        try:
-            lam, source = row_lambda(row, profile, selected)
-        except ConfigError:
-            lam, source = None, "no lambda: Table 1 did not run in this profile"
-        row_lambdas[name] = {"lambda": lam, "source": source}
-    return search, row_lambdas
+    return search, dataset_stuff_loss_weight(params, search_dataset(params), selected)
+
+
+def search_dataset(params: dict) -> str:
+    """The dataset Table 1's search rows train on (one for all of them)."""
+    datasets = {row["dataset"] for row in trained_rows(params).values() if row["group"] == "search_rows"}
+    if len(datasets) != 1:
+        raise ConfigError(f"params.yaml: search_rows must all train on one dataset, got {sorted(datasets)}")
+    return datasets.pop()
+
+
+def dataset_stuff_loss_weight(params: dict, dataset: str, selected: float | None = None) -> dict:
+    """``{"stuff_loss_weight", "source"}`` of a dataset in the active profile: the profile's number, or
+    Table 1's pick ``selected`` where the profile says ``search`` (None, with the reason, when there is none)."""
+    profile = active_profile(params)
+    if dataset not in (profile.get(WEIGHT) or {}):  # the profile trains no row on this dataset
+        return {WEIGHT: None, "source": f"profiles.{profile['name']}.{WEIGHT} has no entry for {dataset!r}"}
+    value = profile_stuff_loss_weight(profile, dataset)
+    if value != "search":
+        return {WEIGHT: float(value), "source": f"profiles.{profile['name']}.{WEIGHT}.{dataset}"}
+    if dataset != search_dataset(params):
+        raise ConfigError(f"profiles.{profile['name']}.{WEIGHT}.{dataset}: 'search' is Table 1's search, which "
+                          f"trains on {search_dataset(params)!r}; give {dataset!r} a number")
+    if selected is None:
+        return {WEIGHT: None, "source": "Table 1's search selected no weight (it did not run in this profile)"}
+    return {WEIGHT: float(selected), "source": "Table 1's search"}
+
+
+def fixed_stuff_loss_weight(dataset: str, params: dict) -> dict:
+    """Kedro node: the weight of a dataset Table 1 does not search (the profile's number)."""
+    return dataset_stuff_loss_weight(params, dataset)
