@@ -67,14 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     weight = args.stuff_loss_weight
     if weight is None:
         weight, _ = row_stuff_loss_weight(row, profile, selected=None)  # one line if the row uses the search
-    cfg_dict = experiment_config(args.row, row, params, manifest, weight, seed=args.seed)
+    work = args.work or tempfile.mkdtemp(prefix="learning-curve-")
+    cfg_dict = experiment_config(args.row, row, params, manifest, weight, seed=args.seed, run_folder=work)
     old = cfg_dict["train"]
     cfg_dict["train"] = {**old, "length": args.length,
                          "decay_steps": [max(1, round(s * args.length / old["length"])) for s in old["decay_steps"]]}
     cfg_dict["train"].update(_key_values(args.train, "--train"))
     cfg_dict["model"].update(_key_values(args.model, "--model"))
     cfg_dict["run"].update(checkpoint_every=args.every, keep_checkpoints=10_000)
-    cfg_dict["output_dir"] = args.work or tempfile.mkdtemp(prefix="learning-curve-")
+    cfg_dict["output_dir"] = work
     cfg = load_experiment_config(cfg_dict)
     train(cfg, resume=True, replace=True)
 

@@ -60,14 +60,13 @@ def test_a_rows_metrics_keep_their_keys_and_gain_the_box_fill_block(monkeypatch,
     monkeypatch.chdir(tmp_path)
     training = {"seeds": [{"seed": 0, "final_model": "m0"}, {"seed": 1, "final_model": "m1"}],
                 "stuff_loss_weight": 0.5, "ran": True}
-    out = nodes.evaluate_row_val("t2_spatialflow", params, training)
+    out = nodes.evaluate_row_val("t2_spatialflow", params, training, "predictions/t2_spatialflow")
     assert calls == [("m0", "seed0", False, {"box_fill": True}), ("m1", "seed1", False, {"box_fill": True})]
     assert out["summary"]["pq"] == pytest.approx(41.0) and out["inference"]["merge"].get("box_fill") is None
     assert out["box_fill"]["summary"]["pq"] == pytest.approx(46.0)
     assert out["box_fill"]["merge"]["box_fill"] is True and out["box_fill"]["merge"]["box_fill_ratio"] == 0.5
     assert [s["predictions"] for s in out["box_fill"]["per_seed"]] == [
-        "data/07_model_output/t2_spatialflow/val_predictions/seed0/box_fill",
-        "data/07_model_output/t2_spatialflow/val_predictions/seed1/box_fill"]
+        "predictions/t2_spatialflow/seed0/box_fill", "predictions/t2_spatialflow/seed1/box_fill"]
 
 
 def test_every_rows_submission_method_is_a_valid_upload_name(repo_root):

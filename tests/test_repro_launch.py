@@ -17,7 +17,7 @@ from spatialflow_repro.rows import active_profile, experiment_config, trained_ro
 def test_a_row_trains_under_torchrun_with_two_processes(tmp_path, repo_root, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
-    written = generate_synthetic(tmp_path / "data", "shapes-coco", num_train=4, num_val=2, num_test=1, seed=0,
+    written = generate_synthetic(tmp_path / "data", "shapes-coco", num_train=4, num_val=2, num_test=1, seed=0, run_folder="runs",
                                  size=(64, 64))
     manifest = {"coco": {"num_things": 8, "num_stuff": 6, "splits": {
         role: {"json": str(written[name].json_path), "png_dir": str(written[name].png_dir),
@@ -27,7 +27,7 @@ def test_a_row_trains_under_torchrun_with_two_processes(tmp_path, repo_root, mon
                                                                       batch_size=2)
     params["profiles"]["tiny"]["training"]["model"].update(fpn_channels=32, pretrained_backbone=False)
     row = trained_rows(params)["t2_spatialflow"]
-    cfg = experiment_config("t2_spatialflow", row, params, manifest, stuff_loss_weight=0.25, seed=0)
+    cfg = experiment_config("t2_spatialflow", row, params, manifest, stuff_loss_weight=0.25, seed=0, run_folder="runs")
     cfg["output_dir"] = str(tmp_path / "row")
     summary = _train_with_torchrun(cfg, "t2_spatialflow", row, active_profile(params), 0, gpus=2)
     assert summary["iterations"] == 2 and summary["resumed_from"] == 0

@@ -125,7 +125,8 @@ def test_a_coco_row_resolves_to_the_paper_recipe(params):
                                     "val": {"json": "v.json", "png_dir": "v", "image_dir": "vi"}},
                          "num_things": 80, "num_stuff": 53}}
     row = trained_rows(coco_params)["t4_r101_800"]
-    cfg = experiment_config("t4_r101_800", row, coco_params, manifest, stuff_loss_weight=0.25, seed=0)
+    cfg = experiment_config("t4_r101_800", row, coco_params, manifest, stuff_loss_weight=0.25, seed=0,
+                            run_folder="runs")
     assert cfg["model"]["depth"] == 101 and cfg["model"]["num_things"] == 80 and cfg["model"]["num_stuff"] == 53
     assert cfg["model"]["stuff_loss_weight"] == 0.25 and cfg["model"]["preset"] == "spatialflow"
     assert cfg["data"]["transforms"]["min_size"] == 800 and cfg["data"]["transforms"]["max_size"] == 1333
@@ -162,7 +163,8 @@ def test_tiny_profile_keeps_the_previous_defaults(params):
     assert not set(AUTHORS_DETECTION) & set(tiny["inference"]["detection"])
     manifest = _cityscapes_manifest()
     row = trained_rows(params)["t7_r101_coco"]
-    cfg = experiment_config("t7_r101_coco", row, dict(params, profile="tiny"), manifest, stuff_loss_weight=1.0, seed=0)
+    cfg = experiment_config("t7_r101_coco", row, dict(params, profile="tiny"), manifest, stuff_loss_weight=1.0, seed=0,
+                            run_folder="runs")
     assert "stuff_head_dcn" not in cfg["model"]
 
 
@@ -172,11 +174,13 @@ def test_table7_coco_m_row_uses_the_stuff_head_dcn_in_the_cityscapes_profile(par
     city = dict(params, profile="cityscapes")
     rows = trained_rows(city)
     manifest = _cityscapes_manifest()
-    coco_m = experiment_config("t7_r101_coco", rows["t7_r101_coco"], city, manifest, stuff_loss_weight=1.0, seed=0)
+    coco_m = experiment_config("t7_r101_coco", rows["t7_r101_coco"], city, manifest, stuff_loss_weight=1.0, seed=0,
+                               run_folder="runs")
     assert coco_m["model"]["stuff_head_dcn"] is True
     assert coco_m["model"]["preset"] == "spatialflow"  # no sub-network DCN (that is Table 6's eq. 6)
     assert {k: coco_m["model"][k] for k in AUTHORS_MODEL} == AUTHORS_MODEL
-    plain = experiment_config("t7_r101", rows["t7_r101"], city, manifest, stuff_loss_weight=1.0, seed=0)
+    plain = experiment_config("t7_r101", rows["t7_r101"], city, manifest, stuff_loss_weight=1.0, seed=0,
+                              run_folder="runs")
     assert "stuff_head_dcn" not in plain["model"]
     from spatialflow.models.config import model_config
     preset = coco_m["model"].pop("preset")
@@ -196,6 +200,7 @@ def test_every_row_of_every_profile_passes_the_config_bounds(params):
                 continue
             init = "coco.pt" if row.get("init_from") else None
             cfg = experiment_config(name, row, chosen, _cityscapes_manifest(), stuff_loss_weight=1.0, seed=0,
+                                    run_folder="runs",
                                     init_checkpoint=init)
             load_experiment_config(cfg)
             checked += 1

@@ -23,7 +23,7 @@ def params(repo_root) -> dict:
 
 def _config(params: dict, profile: str, row: str) -> dict:
     chosen = dict(params, profile=profile)
-    return experiment_config(row, trained_rows(chosen)[row], chosen, MANIFEST, stuff_loss_weight=0.25, seed=0)
+    return experiment_config(row, trained_rows(chosen)[row], chosen, MANIFEST, stuff_loss_weight=0.25, seed=0, run_folder="runs")
 
 
 def test_coco_t6_trains_with_the_authors_range_1600_and_fp16(params):

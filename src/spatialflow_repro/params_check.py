@@ -226,7 +226,8 @@ def row_problem(name: str, row: dict, params: dict, profile: dict) -> str | None
     try:
         stuff_loss_weight, _ = row_stuff_loss_weight(row, profile, selected=1.0)
         init = "init_checkpoint.pt" if row.get("init_from") else None
-        config = experiment_config(name, row, params, {row["dataset"]: _MANIFEST_ENTRY}, stuff_loss_weight, 0, init)
+        config = experiment_config(name, row, params, {row["dataset"]: _MANIFEST_ENTRY}, stuff_loss_weight, 0, init,
+                                   run_folder=f"runs/{name}")
         load_experiment_config(config)
         inference_config(inference_settings(row, profile))
         tta_settings(row.get("val_tta"), profile)

@@ -14,6 +14,7 @@ from spatialflow.models.config import CLASS_DEPENDENT_PARAMETERS
 # Groups of trained rows in params.yaml, in DAG order: Table 1 (the search of the stuff-loss weight) first,
 # then the rows that may use its result, then the rows initialised from another row's checkpoint.
 TRAINED_ROW_GROUPS = ("search_rows", "rows", "pretrained_rows")
+DATASETS = ("coco", "cityscapes")  # the paper's two datasets: what a row's `dataset` names
 SEARCH = "search"  # a profile's stuff-loss weight for a dataset: Table 1's best on val
 WEIGHT = "stuff_loss_weight"
 
@@ -181,11 +182,14 @@ def experiment_config(
     stuff_loss_weight: float,
     seed: int,
     init_checkpoint: str | None = None,
+    *,
+    run_folder: str,
 ) -> dict[str, Any]:
     """The ``spatialflow.engine`` experiment config (a dict) of one row and seed in the active profile:
     the training identity (model, data, train) from ``profiles.<p>.training``, the run settings (run)
     from ``profiles.<p>.run``, with the row's ``profiles.<p>.training.row_overrides`` applied (e.g. Table 6's
     multi-scale range and fp16). Inference settings are not part of it (see :func:`inference_settings`).
+    The seed trains in ``<run_folder>/seed<seed>`` (the row's folder comes from the catalog).
     The stuff-loss weight is set last, from one place only (:func:`row_stuff_loss_weight`): a weight under
     ``training.model`` or a row override is refused, naming the key."""
     profile = active_profile(params)
@@ -245,7 +249,7 @@ def experiment_config(
             "keep_checkpoints": int(run.get("keep_checkpoints", 3)),
             "log_every": int(run.get("log_every", 20)),
         },
-        "output_dir": f"data/06_models/{name}/seed{seed}",
+        "output_dir": f"{run_folder}/seed{seed}",
     }
 
 

@@ -15,7 +15,7 @@ from spatialflow_repro.pipelines.figures import pipeline as figures
 from spatialflow_repro.pipelines.tables import pipeline as tables
 from spatialflow_repro.pipelines.train import pipeline as train
 from spatialflow_repro.pipelines.train.nodes import search_dataset
-from spatialflow_repro.rows import testdev_rows, trained_rows
+from spatialflow_repro.rows import DATASETS, testdev_rows, trained_rows
 
 
 def find_params_file() -> Path:
@@ -46,13 +46,12 @@ def build_pipelines(params: dict | None = None) -> dict[str, Pipeline]:
 def _build_pipelines(params: dict) -> dict[str, Pipeline]:
     rows = trained_rows(params)
     search_rows = [name for name, row in rows.items() if row["group"] == "search_rows"]
-    datasets = sorted({row["dataset"] for row in rows.values()})
     pipelines = {
         "data_prep": data_prep.create_pipeline(),
         "pretrain_backbone": data_prep.create_pretrain_pipeline(list(params.get("pretrain_backbones") or {})),
         "train": train.create_pipeline(rows),
         "evaluate_val": evaluate.create_evaluation_pipeline(rows),
-        "stuff_loss_weight": train.create_stuff_loss_weight_pipeline(search_rows, search_dataset(params), datasets),
+        "stuff_loss_weight": train.create_stuff_loss_weight_pipeline(search_rows, search_dataset(params), DATASETS),
         "evaluate": evaluate.create_testdev_pipeline(list(testdev_rows(params))),
     }
     # `kedro run` alone trains and evaluates every row; tables and figures read the row metrics from

@@ -89,12 +89,13 @@ def prepare_coco(spec: dict) -> dict:
     return _describe(splits, Path(splits["val"].json_path), "coco")
 
 
-def prepare_cityscapes(spec: dict, out_root: str = "data/02_intermediate/cityscapes") -> dict:
-    """Convert the official Cityscapes layout to COCO-panoptic with cityscapesscripts (once per split)."""
+def prepare_cityscapes(spec: dict) -> dict:
+    """Convert the official Cityscapes layout (``spec['root']``) to COCO-panoptic under ``spec['converted']``
+    with cityscapesscripts (once per split)."""
     from spatialflow.data.cityscapes import convert_cityscapes
 
     names = sorted(set(spec["splits"].values()))
-    converted = convert_cityscapes(spec["root"], out_root, splits=names)
+    converted = convert_cityscapes(spec["root"], spec["converted"], splits=names)
     splits = {role: converted[name] for role, name in spec["splits"].items()}
     return _describe(splits, Path(splits["val"].json_path), "cityscapes")
 

@@ -98,9 +98,9 @@ def submission_method(row_name: str) -> str:
 
 
 def _evaluate(row_name: str, params: dict, training: dict, split_role: str, tta_name: str | None,
-              out_name: str) -> dict:
+              predictions_folder: str) -> dict:
     row, profile = row_and_profile(row_name, params)
-    predictions_root = Path("data/07_model_output") / row_name / out_name
+    predictions_root = Path(predictions_folder)
     predictions_root.mkdir(parents=True, exist_ok=True)  # a DVC output even when the row is skipped
     if training.get("skipped"):
         return {**skipped_row(row_name, row, profile), "split": split_role}
@@ -133,15 +133,16 @@ def _evaluate(row_name: str, params: dict, training: dict, split_role: str, tta_
     }
 
 
-def evaluate_row_val(row_name: str, params: dict, training: dict) -> dict:
-    """PQ of every seed of a row on the val split (with the row's val TTA, Table 7's "-M")."""
+def evaluate_row_val(row_name: str, params: dict, training: dict, predictions_folder: str) -> dict:
+    """PQ of every seed of a row on the val split (with the row's val TTA, Table 7's "-M"); the predictions
+    go to ``predictions_folder``/seed<k> (the catalog's ``<row>.val_predictions``)."""
     row, _ = row_and_profile(row_name, params)
-    return _evaluate(row_name, params, training, "val", row.get("val_tta"), "val_predictions")
+    return _evaluate(row_name, params, training, "val", row.get("val_tta"), predictions_folder)
 
 
-def evaluate_row_testdev(row_name: str, params: dict, training: dict) -> dict:
+def evaluate_row_testdev(row_name: str, params: dict, training: dict, predictions_folder: str) -> dict:
     """Test-dev numbers (Tables 5-6), or the submission package where test-dev has no ground truth."""
     settings = (params.get("testdev_rows") or {}).get(row_name) or {}
-    return _evaluate(row_name, params, training, "test", settings.get("tta"), "testdev_predictions")
+    return _evaluate(row_name, params, training, "test", settings.get("tta"), predictions_folder)
 
 

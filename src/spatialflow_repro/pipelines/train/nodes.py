@@ -73,9 +73,10 @@ def _train_seeds_in_parallel(configs: list[dict], row_name: str, row: dict, prof
         return [f.result() for f in futures]
 
 
-def train_row(row_name: str, params: dict, manifest: dict, dataset_weight: dict | None = None,
+def train_row(row_name: str, params: dict, manifest: dict, run_folder: str, dataset_weight: dict | None = None,
               init_training: dict | None = None) -> dict:
-    """Train every seed of one row; returns what was trained where.
+    """Train every seed of one row into ``run_folder``/seed<k> (the catalog's ``<row>.run_folder``); returns
+    what was trained where.
 
     ``dataset_weight``: the stuff-loss weight of the row's dataset (``{"stuff_loss_weight", "source"}``, from
     :func:`dataset_stuff_loss_weight`), for a row that sets none itself; Table 1's rows set their own.
@@ -98,7 +99,7 @@ def train_row(row_name: str, params: dict, manifest: dict, dataset_weight: dict 
             raise ConfigError(f"row {row_name!r} starts from {row['init_from']!r}, which has no checkpoint in "
                               f"profile {profile['name']!r} (dvc pull it, or train it in its profile first)")
         init_checkpoint = init_training["seeds"][0]["final_model"]
-    configs = [experiment_config(row_name, row, params, manifest, weight, seed, init_checkpoint)
+    configs = [experiment_config(row_name, row, params, manifest, weight, seed, init_checkpoint, run_folder=run_folder)
                for seed in row_seeds(row, params)]
     for cfg_dict in configs:  # validate every seed before touching the disk
         load_experiment_config(cfg_dict)

@@ -21,7 +21,7 @@ def row_training_pipeline(row_name: str, row: dict) -> Pipeline:
     """Train every seed of a row, namespaced ``row_name``: writes ``<row>.training`` (DVC stage
     ``train@<row>``, or ``table1@<row>`` / ``train_pretrained@<row>``). A row outside Table 1 reads the
     stuff-loss weight of its dataset (``<dataset>.stuff_loss_weight``)."""
-    train_inputs = ["parameters", "datasets_manifest"]
+    train_inputs = ["parameters", "datasets_manifest", "run_folder"]
     outside = set(SHARED_INPUTS)
     if row["group"] != "search_rows":
         weight = f"{row['dataset']}.stuff_loss_weight"
@@ -40,7 +40,7 @@ def create_pipeline(rows: dict[str, dict]) -> Pipeline:
 
 
 def create_stuff_loss_weight_pipeline(search_rows: list[str], search_dataset: str,
-                                      datasets: list[str]) -> Pipeline:
+                                      datasets: tuple[str, ...]) -> Pipeline:
     """One Kedro namespace per dataset (``kedro run --pipelines stuff_loss_weight --namespaces <dataset>``):
     Table 1's search for ``search_dataset`` (reads the search rows' metrics), the profile's number for the
     others (reads nothing but the parameters). Writes ``<dataset>.stuff_loss_weight``."""
