@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 
 from spatialflow.engine.trainer import train
-from spatialflow_repro import tracking
+from spatialflow_repro import mlflow_client, tracking
 from test_engine_toy import toy_config, toy_factories
 
 
 def test_flatten_nested_config():
-    assert tracking.flatten({"train": {"lr": 0.1, "decay": [16, 19], "finetune": None}, "name": "r"}) == {
+    assert mlflow_client.flatten({"train": {"lr": 0.1, "decay": [16, 19], "finetune": None}, "name": "r"}) == {
         "train.lr": 0.1, "train.decay": [16, 19], "train.finetune": None, "name": "r"}
 
 
 def test_pq_metrics_names():
     metrics = {"All": {"pq": 40.9, "sq": 80.1, "rq": 49.6, "n": 133}, "Things": {"pq": 46.8, "sq": 81, "rq": 56,
                "n": 80}, "Stuff": {"pq": 31.9, "sq": 78, "rq": 40, "n": 53}, "per_class": {1: {"pq": 1.0}}}
-    got = tracking.pq_metrics(metrics)
+    got = mlflow_client.pq_metrics(metrics)
     assert got["pq_all"] == 40.9 and got["pq_things"] == 46.8 and got["rq_stuff"] == 40.0
     assert got["n_all"] == 133.0 and len(got) == 12  # 3 groups x (pq, sq, rq, n); per_class left out
 
@@ -31,9 +31,9 @@ def test_default_tracking_uri(monkeypatch, tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.kedro]\npackage_name = 'x'\n")
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
-    assert tracking.default_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert mlflow_client.default_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
-    assert tracking.default_tracking_uri() == "http://tracking.example:5000"
+    assert mlflow_client.default_tracking_uri() == "http://tracking.example:5000"
 
 
 def _unused_port() -> int:
@@ -48,7 +48,7 @@ def test_unreachable_server_never_stops_training_and_logs_are_replayed(tmp_path)
     down = f"http://127.0.0.1:{_unused_port()}"  # nothing listens there
     cfg = toy_config(tmp_path / "run", length=10, log_every=5)
     with pytest.warns(UserWarning, match="MLflow tracking at .* failed"):
-        tracker = tracking.MlflowCallback("engine-test", "row-a", tags={"table": "table2", "row": "a"},
+        tracker = mlflow_client.MlflowCallback("engine-test", "row-a", tags={"table": "table2", "row": "a"},
                                           tracking_uri=down, close_retries=1)
         result = train(cfg, [tracker], **toy_factories())
         with pytest.warns(UserWarning, match="replay_pending"):
@@ -60,7 +60,7 @@ def test_unreachable_server_never_stops_training_and_logs_are_replayed(tmp_path)
     assert sorted({m[3] for m in saved["metrics"] if m[0] == "loss/total"}) == [5, 10]
 
     uri = f"sqlite:///{tmp_path}/m.db"  # "the server is back": replay into a reachable store
-    run_id = tracking.replay_pending(pending, tracking_uri=uri)
+    run_id = mlflow_client.replay_pending(pending, tracking_uri=uri)
     assert not pending.exists()
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(run_id)
@@ -82,7 +82,7 @@ def test_evaluation_pq_during_an_outage_is_kept_and_replayed_into_the_training_r
 
     down = f"http://127.0.0.1:{_unused_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
-    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)  # close() retries without waiting
+    monkeypatch.setattr(mlflow_client.time, "sleep", lambda seconds: None)  # close() retries without waiting
     row = MICRO_ROWS["t2_spatialflow"]
     with pytest.warns(UserWarning, match="replay_pending"):
         tracker = tracking.row_callback("t2_spatialflow", row, MICRO_PROFILE, 0, {"train": {"lr": 0.1}})
@@ -98,7 +98,7 @@ def test_evaluation_pq_during_an_outage_is_kept_and_replayed_into_the_training_r
         with pytest.warns(UserWarning, match="replay_pending"):
             tracking.log_evaluation(summary["mlflow_run_id"], split, {"metrics": pq_result(*pq)}, predictions,
                                     run_reference=summary["mlflow_run"])
-        pending[split] = predictions / tracking.PENDING_FILE
+        pending[split] = predictions / mlflow_client.PENDING_FILE
         saved = {m[0]: m[1] for m in json.loads(pending[split].read_text())["metrics"]}
         label = "val" if split == "val" else "test-dev"
         assert saved[f"{label}/PQ"] == pq[0] and saved[f"{label}/PQ_th"] == pq[1]
@@ -106,7 +106,7 @@ def test_evaluation_pq_during_an_outage_is_kept_and_replayed_into_the_training_r
     uri = f"sqlite:///{tmp_path}/back.db"  # the server is back
     order = [pending["val"], training_pending, pending["test"]] if evaluation_first else \
         [training_pending, pending["val"], pending["test"]]
-    run_ids = {tracking.replay_pending(path, tracking_uri=uri) for path in order}
+    run_ids = {mlflow_client.replay_pending(path, tracking_uri=uri) for path in order}
     assert len(run_ids) == 1 and not any(path.exists() for path in order)
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(run_ids.pop())
@@ -114,7 +114,7 @@ def test_evaluation_pq_during_an_outage_is_kept_and_replayed_into_the_training_r
     assert run.data.metrics["val/PQ"] == 40.0 and run.data.metrics["test-dev/PQ"] == 39.0
     assert run.data.metrics["pq_all_test"] == 39.0 and run.data.metrics["loss/total"] == 2.0
     assert run.data.tags["row"] == "t2_spatialflow" and run.data.tags["dvc_stage"] == "train@t2_spatialflow"
-    parent = client.get_run(run.data.tags[tracking.PARENT_RUN_TAG])
+    parent = client.get_run(run.data.tags[mlflow_client.PARENT_RUN_TAG])
     assert parent.info.run_name == "table2"
     assert len(client.search_runs([run.info.experiment_id])) == 2  # the row's run and its table's parent
 
@@ -123,7 +123,7 @@ def test_rejected_param_is_dropped_and_later_metrics_still_arrive(tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/m.db"
-    tracker = tracking.MlflowCallback("engine-test", "conflict", params={"train.lr": "0.1"}, tracking_uri=uri)
+    tracker = mlflow_client.MlflowCallback("engine-test", "conflict", params={"train.lr": "0.1"}, tracking_uri=uri)
     tracker.log_params({"train.lr": "0.2"})  # MLflow params are immutable: the server answers 400
     with pytest.warns(UserWarning, match=r"MLflow rejected params \['train.lr'\]"):
         tracker.log_metrics({"loss/total": 1.5}, step=1)
@@ -185,13 +185,13 @@ def log_micro_like_runs(folder: Path) -> dict[str, str]:
 
 
 def test_resolved_params_hold_every_switch_of_the_preset():
-    params = tracking.resolved_params({"model": {"preset": "+reg_cls", "depth": 18}, "train": {"lr": 0.1}})
+    params = mlflow_client.resolved_params({"model": {"preset": "+reg_cls", "depth": 18}, "train": {"lr": 0.1}})
     assert params["model.preset"] == "+reg_cls" and params["model.depth"] == 18
     assert params["model.subnets"] is True and params["model.flow_reg_cls"] is True
     assert params["model.flow_reg_stuff"] is False and params["model.dcn"] is False
     assert params["model.fpn_channels"] == 256 and params["train.lr"] == 0.1  # defaults resolved too
     unknown = {"model": {"preset": "no-such-preset"}}
-    assert tracking.resolved_params(unknown) == {"model.preset": "no-such-preset"}  # logged as written
+    assert mlflow_client.resolved_params(unknown) == {"model.preset": "no-such-preset"}  # logged as written
 
 
 def test_paper_metrics_per_split():
@@ -212,7 +212,7 @@ def test_rows_are_comparable_in_the_mlflow_ui(tmp_path, monkeypatch):
     experiment = client.get_experiment_by_name("spatialflow-micro")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     description = experiment.tags["mlflow.note.content"]
-    assert "micro" in description and tracking.git_commit() in description
+    assert "micro" in description and mlflow_client.git_commit() in description
 
     parents = {run.data.tags["spatialflow.parent"]: run for run in client.search_runs(
         [experiment.experiment_id], filter_string="tags.`spatialflow.parent` != ''")}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from spatialflow.engine.trainer import Callback, train
-from spatialflow_repro import mlflow_ui, tracking
+from spatialflow_repro import mlflow_client, mlflow_ui
 from test_engine_toy import toy_config, toy_factories
 
 MLFLOW = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "mlflow"
@@ -76,7 +76,7 @@ def test_training_row_is_logged_and_read_back(server, tmp_path):
     png.write_bytes(b"\x89PNG fake bytes for the artifact test")
     cfg = toy_config(tmp_path / "run", length=20, log_every=5)
     tags = {"table": "table2", "row": "spatialflow", "profile": "tiny", "dvc_stage": "train@table2-spatialflow"}
-    with tracking.MlflowCallback("engine-test", "table2/spatialflow", tags=tags, tracking_uri=server.uri) as tracker:
+    with mlflow_client.MlflowCallback("engine-test", "table2/spatialflow", tags=tags, tracking_uri=server.uri) as tracker:
         result = train(cfg, [tracker], **toy_factories())
         pq = {"All": {"pq": 40.9, "sq": 80.0, "rq": 51.1, "n": 3}, "Things": {"pq": 46.8, "sq": 81.0, "rq": 57.8,
               "n": 2}, "Stuff": {"pq": 31.9, "sq": 78.0, "rq": 40.9, "n": 1}}
@@ -117,7 +117,7 @@ def test_server_outage_mid_run_loses_nothing(server, tmp_path):
                 server.stop()
 
     cfg = toy_config(tmp_path / "run", length=20, log_every=5)
-    tracker = tracking.MlflowCallback("engine-test", "outage", tracking_uri=server.uri, close_retries=1)
+    tracker = mlflow_client.MlflowCallback("engine-test", "outage", tracking_uri=server.uri, close_retries=1)
     with pytest.warns(UserWarning, match="MLflow tracking at .* failed"):
         # StopServerAt runs first: the step-5 logs already meet a dead server
         result = train(cfg, [StopServerAt(), tracker], **toy_factories())

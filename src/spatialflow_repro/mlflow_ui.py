@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.request
 
-from spatialflow_repro.tracking import default_tracking_uri
+from spatialflow_repro.mlflow_client import default_tracking_uri
 
 START_TIMEOUT_S = 180
 _ANSWERS = "/api/2.0/mlflow/experiments/search?max_results=1"

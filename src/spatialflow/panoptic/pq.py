@@ -51,6 +51,9 @@ from spatialflow.errors import DataError
 from spatialflow.data.panoptic_ids import ids_from_rgb, read_panoptic_rgb
 
 MATCH_IOU = 0.5
+#: The paper's columns -> where :func:`pq_compute`'s result holds them: (group, measure).
+PAPER_COLUMNS = {"pq": ("All", "pq"), "pq_th": ("Things", "pq"), "pq_st": ("Stuff", "pq"),
+                 "sq": ("All", "sq"), "rq": ("All", "rq")}
 #: Segment ids are < 256**3 (three PNG bytes).
 _ID_LIMIT = 256**3
 _UNKNOWN = -1  # key of the slot that collects unlisted ids
@@ -79,6 +82,12 @@ class _Segments:
     crowd: np.ndarray  # bool
     json_area: np.ndarray  # int64 JSON area, -1 when absent
     crowd_by_category: dict[int, int]  # category position -> key index of its (last) crowd segment
+
+
+def paper_columns(result: dict) -> dict[str, float]:
+    """:func:`pq_compute`'s result as the paper's columns ``{"pq", "pq_th", "pq_st", "sq", "rq"}``; a
+    KeyError or TypeError names what is missing."""
+    return {column: float(result[group][measure]) for column, (group, measure) in PAPER_COLUMNS.items()}
 
 
 def _parse_segments(segments: Sequence[dict], category_index: dict[int, int], side: str) -> _Segments:

@@ -17,11 +17,10 @@ import statistics
 from pathlib import Path
 
 from spatialflow.errors import ConfigError
+from spatialflow.panoptic.pq import PAPER_COLUMNS, paper_columns
 from spatialflow_repro import tracking
 from spatialflow_repro.rows import inference_settings, row_and_profile, skipped_row, tta_settings
 
-SUMMARY_KEYS = {"pq": ("All", "pq"), "pq_th": ("Things", "pq"), "pq_st": ("Stuff", "pq"),
-                "sq": ("All", "sq"), "rq": ("All", "rq")}
 
 
 def summarise(per_seed: list[dict]) -> tuple[dict | None, dict | None]:
@@ -29,7 +28,8 @@ def summarise(per_seed: list[dict]) -> tuple[dict | None, dict | None]:
     with_numbers = [s["metrics"] for s in per_seed if s.get("metrics")]
     if not with_numbers:
         return None, None
-    values = {key: [m[group][name] for m in with_numbers] for key, (group, name) in SUMMARY_KEYS.items()}
+    columns = [paper_columns(m) for m in with_numbers]
+    values = {key: [c[key] for c in columns] for key in PAPER_COLUMNS}
     mean = {key: statistics.fmean(v) for key, v in values.items()}
     std = {key: (statistics.stdev(v) if len(v) > 1 else 0.0) for key, v in values.items()}
     return mean, std

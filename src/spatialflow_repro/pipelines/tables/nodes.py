@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from spatialflow.errors import ConfigError, DataError
+from spatialflow.panoptic.pq import paper_columns
 
 TESTDEV_TABLES = frozenset({5, 6})  # these read the test-dev metrics
 BOX_FILL_TABLES = frozenset({2, 3})  # these show "PQ (box fill)" when a row's metrics carry a box_fill block
@@ -118,8 +119,7 @@ def seed_metrics(metrics: dict[str, Any], path: str) -> list[dict[str, float]]:
     for entry in per_seed:
         m = entry.get("metrics", {})
         try:
-            values.append({"pq": m["All"]["pq"], "pq_th": m["Things"]["pq"], "pq_st": m["Stuff"]["pq"],
-                           "sq": m["All"]["sq"], "rq": m["All"]["rq"]})
+            values.append(paper_columns(m))
         except (KeyError, TypeError):
             raise DataError(path, f"per_seed entry of seed {entry.get('seed')!r} lacks All/Things/Stuff "
                                   "pq (and All sq, rq)") from None
