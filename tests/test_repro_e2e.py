@@ -214,12 +214,13 @@ def test_d_run_settings_retrain_nothing(micro_project):
         assert _changed_stages(project, env) == set()
 
 
-def test_e_a_rows_schedule_retrains_that_row_and_keeps_its_old_checkpoints(micro_project):
+def test_e_a_rows_schedule_retrains_that_row_keeps_its_old_run_and_the_run_cache_restores_it(micro_project):
     project, env = micro_project["project"], micro_project["env"]
     old_final = project / "data/06_models/t2_baseline/seed0/model_final.pt"
     old_bytes = old_final.read_bytes()
     path = project / "params.yaml"
-    path.write_text(_params_change(lambda p: p["rows"]["t2_baseline"].update(schedule={"length": 5}))(path.read_text()))
+    original = path.read_text()
+    path.write_text(_params_change(lambda p: p["rows"]["t2_baseline"].update(schedule={"length": 5}))(original))
     changed = _changed_stages(project, env)
     assert changed == {"train@t2_baseline"}, changed
     output = _run(["dvc", "repro"], project, env)
@@ -227,13 +228,22 @@ def test_e_a_rows_schedule_retrains_that_row_and_keeps_its_old_checkpoints(micro
     for unchanged in ("train@t2_spatialflow", "table1@t1_lambda_0_25", "prepare_data",
                       "evaluate_testdev@t2_spatialflow", "pretrain_backbone@resnet18"):
         assert f"Running stage '{unchanged}'" not in output, unchanged
-    moved = list((project / "data/06_models/t2_baseline").glob("seed0.replaced-*"))
+    # the old run was moved aside in the working area, which is no DVC output: never cached, never pushed
+    moved = list((project / "data/runs/t2_baseline").glob("seed0.replaced-*"))
     assert len(moved) == 1 and (moved[0] / "model_final.pt").read_bytes() == old_bytes  # nothing thrown away
+    assert sorted(p.name for p in (project / "data/06_models/t2_baseline").iterdir()) == ["seed0", "training.json"]
+    assert "replaced" not in (project / "dvc.lock").read_text()
     assert json.loads((project / "data/06_models/t2_baseline/seed0/train_result.json").read_text())["iterations"] == 5
-    listing = subprocess.run([sys.executable, "-m", "spatialflow.cli", "clean-replaced", "data/06_models"],
+    listing = subprocess.run([sys.executable, "-m", "spatialflow.cli", "clean-replaced"],
                              cwd=project, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert listing.returncode == 0 and "seed0.replaced-" in listing.stdout and "rm -rf" in listing.stdout
     assert moved[0].is_dir()  # listed, never removed by the code
+    # back to the first schedule: DVC's run-cache restores that row's outputs and trains nothing
+    path.write_text(original)
+    output = _run(["dvc", "repro"], project, env)
+    assert "Stage 'train@t2_baseline' is cached - skipping run, checking out outputs" in output, output[-3000:]
+    assert "Running stage 'train@" not in output
+    assert old_final.read_bytes() == old_bytes
 
 
 def test_changing_one_rows_stuff_loss_weight_retrains_only_that_row(micro_project):

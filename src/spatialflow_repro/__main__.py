@@ -1,6 +1,8 @@
 """``python -m spatialflow_repro [run] [OPTIONS]`` runs the Kedro project (same as ``kedro run``);
 ``python -m spatialflow_repro check-params [PATH]`` checks params.yaml's experiment grid (``make repro``
-runs it before ``dvc repro``). Both report a user error as one line (see :mod:`spatialflow_repro.cli`)."""
+runs it before ``dvc repro``); ``rows`` reproduces the pipeline with its training stages on workers and
+``train-stage`` is the worker (:mod:`spatialflow_repro.workers`). Each reports a user error as one line
+(see :mod:`spatialflow_repro.cli`)."""
 
 import sys
 from pathlib import Path
@@ -12,6 +14,10 @@ def main(args: list[str] | None = None, **kwargs):
         from spatialflow_repro.params_check import main as check_params
 
         return check_params(args[1:])
+    if args[:1] in (["rows"], ["train-stage"]):
+        from spatialflow_repro.rows_command import main as rows_main
+
+        return rows_main(args)
     if args[:1] == ["run"]:
         args = args[1:]
     from kedro.framework.cli.utils import find_run_command

@@ -16,7 +16,7 @@ HELP = "list run folders moved aside (<run>.replaced-<time>) under a folder, and
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from spatialflow.cli import existing_dir
 
-    parser.add_argument("root", nargs="?", type=existing_dir, default="data/06_models",
+    parser.add_argument("root", nargs="?", type=existing_dir, default="data/runs",
                         help="folder to search, which must exist (default: %(default)s)")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import yaml
 
 from spatialflow.engine.config import load_experiment_config
 from spatialflow.errors import ConfigError
-from spatialflow.utils.atomic import atomic_write_json, atomic_write_text
+from spatialflow.utils.atomic import atomic_open, atomic_write_json, atomic_write_text
 from spatialflow_repro import tracking
 from spatialflow_repro.pipelines.train.launch_row import RESULT_FILE, torchrun_command, train_seed
 from spatialflow_repro.rows import (
@@ -73,10 +74,29 @@ def _train_seeds_in_parallel(configs: list[dict], row_name: str, row: dict, prof
         return [f.result() for f in futures]
 
 
-def train_row(row_name: str, params: dict, manifest: dict, run_folder: str, dataset_weight: dict | None = None,
-              init_training: dict | None = None) -> dict:
-    """Train every seed of one row into ``run_folder``/seed<k> (the catalog's ``<row>.run_folder``); returns
-    what was trained where.
+PUBLISHED_FILES = ("model_final.pt", "identity.json", "config.yaml", RESULT_FILE)
+
+
+def publish_seed(work_dir: str | Path, model_dir: str | Path, summary: dict) -> dict:
+    """Copy a finished seed's weights and records from the working area into the stage's output folder
+    (each file atomically); returns the summary with ``final_model`` pointing at the published weights.
+
+    The working area (``<row>.run_folder``: checkpoints, lock, moved-aside runs) is no DVC output, so an
+    interrupted row resumes from it and nothing half-done is cached or pushed; the output folder holds only
+    finished rows, which DVC's run-cache can restore on another machine."""
+    work_dir, model_dir = Path(work_dir), Path(model_dir)
+    for name in PUBLISHED_FILES:
+        if (work_dir / name).is_file():
+            with open(work_dir / name, "rb") as source, atomic_open(model_dir / name, "wb") as target:
+                shutil.copyfileobj(source, target)
+    return {**summary, "final_model": str(model_dir / "model_final.pt")}
+
+
+def train_row(row_name: str, params: dict, manifest: dict, run_folder: str, model_folder: str,
+              dataset_weight: dict | None = None, init_training: dict | None = None) -> dict:
+    """Train every seed of one row in the working area ``run_folder``/seed<k> (the catalog's
+    ``<row>.run_folder``), then publish each finished seed to ``model_folder``/seed<k> (``<row>.model_folder``,
+    the DVC output); returns what was trained where.
 
     ``dataset_weight``: the stuff-loss weight of the row's dataset (``{"stuff_loss_weight", "source"}``, from
     :func:`dataset_stuff_loss_weight`), for a row that sets none itself; Table 1's rows set their own.
@@ -111,6 +131,7 @@ def train_row(row_name: str, params: dict, manifest: dict, run_folder: str, data
         seeds = _train_seeds_in_parallel(configs, row_name, row, profile, parallel)
     else:
         seeds = [train_seed(c, row_name, row, profile, c["train"]["seed"]) for c in configs]
+    seeds = [publish_seed(c["output_dir"], Path(model_folder) / f"seed{s['seed']}", s) for c, s in zip(configs, seeds)]
     return {"row": row_name, "profile": profile["name"], "tables": row["tables"], WEIGHT: weight,
             f"{WEIGHT}_source": weight_source, "ran": describe_row(row, profile), "seeds": seeds}
 

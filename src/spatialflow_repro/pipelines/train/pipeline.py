@@ -21,7 +21,7 @@ def row_training_pipeline(row_name: str, row: dict) -> Pipeline:
     """Train every seed of a row, namespaced ``row_name``: writes ``<row>.training`` (DVC stage
     ``train@<row>``, or ``table1@<row>`` / ``train_pretrained@<row>``). A row outside Table 1 reads the
     stuff-loss weight of its dataset (``<dataset>.stuff_loss_weight``)."""
-    train_inputs = ["parameters", "datasets_manifest", "run_folder"]
+    train_inputs = ["parameters", "datasets_manifest", "run_folder", "model_folder"]
     outside = set(SHARED_INPUTS)
     if row["group"] != "search_rows":
         weight = f"{row['dataset']}.stuff_loss_weight"
