@@ -4,7 +4,8 @@
 # 8 minutes; prints one JSON summary (spatialflow.benchmarks.gpu_check).
 #
 #   scripts/gpu_check.sh                 # on the GPU machine (or: make gpu-check)
-#   scripts/gpu_check.sh --device cpu    # every piece on the CPU, small sizes (tests/test_gpu_check.py)
+#   scripts/gpu_check.sh --device cpu    # every piece on the CPU, small sizes
+#                                        # (tests/spatialflow/benchmarks/test_gpu_check.py)
 #
 # Extra options (--size, --depths, --repeats, --step-size, --row-iters) go to the Python module.
 set -euo pipefail

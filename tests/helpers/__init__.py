@@ -1,0 +1,2 @@
+"""Helpers shared by test modules in different folders (importable as ``helpers``: pytest's
+``pythonpath = ["tests"]``)."""
