@@ -163,14 +163,22 @@ class TextFolderDataset(AbstractDataset[dict, dict]):
 
 class FolderPath(AbstractDataset[str, None]):
     """A folder that a node fills itself (checkpoints written as training goes, prediction PNGs, figures):
-    loads as its path, so the catalog owns the path and the node owns what it writes there."""
+    loads as its path, so the catalog owns the path and the node owns what it writes there.
+
+    The path is given relative to the project root (the working folder of ``kedro run``) when it lies
+    inside it, although Kedro makes catalog paths absolute: the records that name it (``training.json``,
+    the row metrics) must hold in every clone, and in a worker's checkout as on the head."""
 
     def __init__(self, path: str, metadata: dict | None = None) -> None:
         self._path = PurePosixPath(path)
         self.metadata = metadata
 
     def load(self) -> str:
-        return str(self._path)
+        path = Path(self._path)
+        try:
+            return str(path.relative_to(Path.cwd())) if path.is_absolute() else str(path)
+        except ValueError:  # outside the project: as given
+            return str(path)
 
     def save(self, data: None) -> None:
         raise DatasetError(f"{self._path}: a folder path; nodes write into it, not through the catalog")

@@ -113,10 +113,9 @@ def snapshot(root: str | Path) -> str:
 # ---------------------------------------------------------------------------------------- the worker
 
 
-def check_checkout(checkout: str | Path, stage: str, commit: str) -> None:
-    """Refuse (ConfigError, one line) a checkout that would train a row the head cannot use: another commit,
-    edited tracked files (params.yaml, dvc.lock, code), or upstream stages whose data differ from the
-    head's ``dvc.lock``."""
+def check_commit(checkout: str | Path, commit: str) -> None:
+    """Refuse (ConfigError, one line) a checkout at another commit than the head's snapshot, or with edited
+    tracked files (params.yaml, dvc.lock, code): a row trained there would not be the head's."""
     here = _run(["git", "rev-parse", "HEAD"], checkout).strip()
     if here != commit:
         raise ConfigError(f"{checkout}: at commit {here[:12]}, the head's is {commit[:12]}; a row trained here "
@@ -126,22 +125,27 @@ def check_checkout(checkout: str | Path, stage: str, commit: str) -> None:
     if edited:
         raise ConfigError(f"{checkout}: tracked files differ from the head's commit ({', '.join(edited[:5])}); "
                           "a row trained here would not be the head's")
-    changed = stale_stages(checkout, upstream_stages(checkout, stage))
+
+
+def check_upstream(checkout: str | Path, stage: str, upstream: Sequence[str]) -> None:
+    """Refuse a checkout whose upstream stages (data, params, code) differ from the head's ``dvc.lock``."""
+    changed = stale_stages(checkout, upstream)
     if changed:
         raise ConfigError(f"{checkout}: {', '.join(changed)} differ from the head's dvc.lock (data, params or "
                           f"code); {stage} would not train on the head's inputs")
 
 
 def train_stage(checkout: str | Path, stage: str, commit: str, push: bool = False) -> None:
-    """The worker: get the upstream outputs (from the shared cache, or ``dvc pull`` from the remote when
-    ``push``), check the checkout is the head's, train ``stage`` alone, and with ``push`` send its outputs
-    and run-cache entry to the remote."""
+    """The worker: check the checkout is the head's, get the upstream outputs (from the shared cache, or
+    ``dvc pull`` from the remote when ``push``) and check them, train ``stage`` alone, and with ``push`` send
+    its outputs and run-cache entry to the remote."""
     if not is_training(stage):
         raise ConfigError(f"{stage}: not a training stage ({', '.join(s + '@<row>' for s in TRAINING_STAGES)})")
+    check_commit(checkout, commit)
     upstream = upstream_stages(checkout, stage)
     if upstream:
         _run(dvc("pull" if push else "checkout", *upstream), checkout)
-    check_checkout(checkout, stage, commit)
+        check_upstream(checkout, stage, upstream)
     _run(dvc("repro", "--single-item", stage), checkout, capture=False)
     if push:
         _run(dvc("push", "--run-cache", stage), checkout)
@@ -179,6 +183,8 @@ def train_rows_here(root: str | Path, jobs: int, gpus_per_job: int = 0, say: Cal
     for slot in range(jobs):
         slots.put(slot)
     git_lock = threading.Lock()  # git worktree add / remove take locks of their own: one at a time
+    logs = root / ".dvc" / "tmp" / "rows-logs"
+    logs.mkdir(parents=True, exist_ok=True)
 
     def one(stage: str, commit: str) -> None:
         tree = root / ".dvc" / "tmp" / "rows" / stage.replace("@", "-")
@@ -197,9 +203,16 @@ def train_rows_here(root: str | Path, jobs: int, gpus_per_job: int = 0, say: Cal
                    "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")}
             if gpus_per_job:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(str(slot * gpus_per_job + k) for k in range(gpus_per_job))
-            say(f"  {stage}: training in {tree} ({threads} thread(s))")
-            _run([sys.executable, "-m", "spatialflow_repro", "train-stage", stage, "--commit", commit], tree, env=env,
-                 capture=False)
+            log = logs / f"{stage.replace('@', '-')}.log"
+            say(f"  {stage}: training ({threads} thread(s)), log {log}")
+            with open(log, "w", encoding="utf-8") as out:
+                status = subprocess.run([sys.executable, "-m", "spatialflow_repro", "train-stage", stage, "--commit",
+                                         commit], cwd=tree, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT).returncode
+            if status != 0:
+                tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+                raise ConfigError(f"{stage}: the worker failed (status {status}; {log})" + (f": {tail[0]}" if tail else ""))
+            say(f"  {stage}: trained")
         finally:
             slots.put(slot)
             with git_lock:  # the worktree's outputs are in the shared cache, its checkpoints in data/runs
@@ -219,9 +232,8 @@ def remote_url(root: str | Path) -> str:
     if not name:
         raise ConfigError(f"{root}: no default DVC remote; the workers of a cluster push their rows to the "
                           "team's remote (dvc remote add -d ...)")
-    urls = dict(line.split(None, 1) for line in _run(dvc("remote", "list"), root).splitlines() if line.strip())
-    url = urls[name].strip()
-    if "://" not in url and not Path(url).is_absolute():
+    url = _run(dvc("config", f"remote.{name}.url"), root).strip()  # the workspace's value, local config included
+    if "://" not in url and not Path(url).is_absolute():  # relative to the config file, in .dvc/
         url = str((Path(root) / ".dvc" / url).resolve())
     return url
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.micro_project import copy_project, micro_params, run
+from helpers.micro_project import new_micro_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -27,18 +26,7 @@ pytestmark = pytest.mark.slow
 def micro_project(tmp_path_factory, repo_root):
     base = tmp_path_factory.mktemp("e2e")
     project = base / "project"
-    copy_project(repo_root, project)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    (project / "params.yaml").write_text(yaml.safe_dump(micro_params(params), sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "KEDRO_DISABLE_TELEMETRY": "1", "DVC_NO_ANALYTICS": "1", "MPLBACKEND": "Agg",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-    run(["git", "init", "-q", "-b", "main"], project, env)
-    run(["dvc", "remote", "modify", "--local", "shared", "url", str(base / "remote")], project, env)
-    run(["git", "add", "-A"], project, env)
-    run(["git", "commit", "-qm", "micro project"], project, env)
+    env = new_micro_project(project, repo_root, f"sqlite:///{base / 'mlflow.db'}")
     first = run(["dvc", "repro"], project, env)
     return {"base": base, "project": project, "env": env, "first_repro": first}
 
@@ -191,7 +179,7 @@ def test_e_a_rows_schedule_retrains_that_row_keeps_its_old_run_and_the_run_cache
     assert moved[0].is_dir()  # listed, never removed by the code
     # back to the first schedule: DVC's run-cache restores that row's outputs and trains nothing
     path.write_text(original)
-    output = _run(["dvc", "repro"], project, env)
+    output = run(["dvc", "repro"], project, env)
     assert "Stage 'train@t2_baseline' is cached - skipping run, checking out outputs" in output, output[-3000:]
     assert "Running stage 'train@" not in output
     assert old_final.read_bytes() == old_bytes

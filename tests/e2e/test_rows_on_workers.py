@@ -9,7 +9,6 @@ server`` on 127.0.0.1. A worker that is not at the head's state refuses before t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.micro_project import copy_project, micro_params, run
+from helpers.micro_project import new_micro_project, run
 from helpers.mlflow_server import Server
 
 pytestmark = pytest.mark.slow
@@ -27,18 +26,7 @@ ROWS = ("t2_baseline", "t2_spatialflow")
 
 def _new_micro_project(base: Path, repo_root: Path, tracking_uri: str) -> tuple[Path, dict]:
     project = base / "head"
-    copy_project(repo_root, project)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    (project / "params.yaml").write_text(yaml.safe_dump(micro_params(params), sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "KEDRO_DISABLE_TELEMETRY": "1", "DVC_NO_ANALYTICS": "1", "MPLBACKEND": "Agg",
-           "MLFLOW_TRACKING_URI": tracking_uri, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-    run(["git", "init", "-q", "-b", "main"], project, env)
-    run(["dvc", "remote", "modify", "--local", "shared", "url", str(base / "remote")], project, env)
-    run(["git", "add", "-A"], project, env)
-    run(["git", "commit", "-qm", "micro project"], project, env)
-    return project, env
+    return project, new_micro_project(project, repo_root, tracking_uri)
 
 
 def _rows(project: Path, env: dict, *args: str) -> str:

@@ -4,9 +4,13 @@ tests that run the real pipeline (`dvc repro`, `kedro run`) in a temporary folde
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+import yaml
 
 TIMEOUT = 1200
 
@@ -59,3 +63,20 @@ def copy_project(repo_root: Path, dest: Path) -> None:
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest / rel)
+
+
+def new_micro_project(project: Path, repo_root: Path, tracking_uri: str) -> dict:
+    """A git repository at ``project`` holding the working tree with the micro params (nothing run yet),
+    its DVC remote a folder next to it; returns the environment its commands run with."""
+    copy_project(repo_root, project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump(micro_params(params), sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "KEDRO_DISABLE_TELEMETRY": "1", "DVC_NO_ANALYTICS": "1", "MPLBACKEND": "Agg",
+           "MLFLOW_TRACKING_URI": tracking_uri, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    run(["git", "init", "-q", "-b", "main"], project, env)
+    run(["dvc", "remote", "modify", "--local", "shared", "url", str(project.parent / "remote")], project, env)
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-qm", "micro project"], project, env)
+    return env

@@ -8,16 +8,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from helpers.paths import REPO_ROOT
 from helpers.toy import toy_config, toy_factories
 from spatialflow.engine.trainer import train
 from spatialflow_repro import tracking
 
-MLFLOW = REPO_ROOT / ".venv" / "bin" / "mlflow"
+MLFLOW = Path(sys.executable).parent / "mlflow"  # the venv running the tests
 
 
 def free_port() -> int:

@@ -20,9 +20,10 @@ import numpy as np
 from PIL import Image
 
 from spatialflow.data.categories import IGNORE_INDEX, CategoryMap
-from spatialflow.errors import DataError
 from spatialflow.data.panoptic_ids import VOID_ID, id2rgb, read_segment_ids
+from spatialflow.errors import DataError
 from spatialflow.utils.atomic import atomic_save_image, atomic_write_json
+from spatialflow.utils.inputs import read_input_bytes
 
 REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
 REQUIRED_IMAGE_KEYS = ("id", "file_name", "height", "width")
@@ -268,13 +269,7 @@ def read_json(path: str | os.PathLike) -> object:
 
     The one JSON reader of the package's data files (COCO-panoptic sets, predictions, image lists).
     """
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except IsADirectoryError:
-        raise DataError(path, "is a folder; expected a JSON file") from None
+    raw = read_input_bytes(path, "JSON file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

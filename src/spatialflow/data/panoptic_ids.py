@@ -15,6 +15,7 @@ import numpy as np
 import pyspng
 
 from spatialflow.errors import DataError
+from spatialflow.utils.inputs import read_input_bytes
 
 VOID_ID = 0
 
@@ -65,13 +66,7 @@ def read_panoptic_rgb(path: str | os.PathLike, size_check: SizeCheck | None = No
     (an alpha channel is dropped). PQ counts pixels on these colours directly; every other reader wants
     ``read_segment_ids``.
     """
-    try:
-        with open(path, "rb") as handle:
-            encoded = handle.read()
-    except FileNotFoundError:
-        raise DataError(path, "panoptic PNG not found") from None
-    except IsADirectoryError:
-        raise DataError(path, "is a directory; expected a panoptic PNG file") from None
+    encoded = read_input_bytes(path, "panoptic PNG")
     size = check_png_header(encoded, path)
     if size_check is not None and (mismatch := size_check(path, size)) is not None:
         raise mismatch

@@ -155,7 +155,7 @@ def test_load_panoptic_json_errors_name_the_file(tmp_path):
     bad.write_text(json.dumps({"images": [], "annotations": []}))
     with pytest.raises(DataError, match="missing top-level key 'categories'"):
         load_panoptic_json(bad)
-    with pytest.raises(DataError, match="file not found"):
+    with pytest.raises(DataError, match="JSON file not found"):
         load_panoptic_json(tmp_path / "missing.json")
 
 
