@@ -78,3 +78,12 @@ def test_every_rows_submission_method_is_a_valid_upload_name(repo_root):
     rows = trained_rows(read_yaml(repo_root / "params.yaml"))
     assert submission_method("t4_r101_800") == "spatialflow-t4-r101-800"
     assert [name for name in rows if name_field_problem(submission_method(name))] == []
+
+
+def test_a_row_without_a_training_record_is_one_line(repo_root):
+    from spatialflow.errors import ConfigError
+    from spatialflow.utils.yaml_io import read_yaml
+    from spatialflow_repro.pipelines.evaluate import nodes
+
+    with pytest.raises(ConfigError, match="row 't2_baseline' has no training record yet"):
+        nodes.evaluate_row_val("t2_baseline", read_yaml(repo_root / "params.yaml"), None, "predictions")

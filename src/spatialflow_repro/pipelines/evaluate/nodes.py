@@ -100,6 +100,8 @@ def submission_method(row_name: str) -> str:
 def _evaluate(row_name: str, params: dict, training: dict, split_role: str, tta_name: str | None,
               predictions_folder: str) -> dict:
     row, profile = row_and_profile(row_name, params)
+    if training is None:
+        raise ConfigError(f"row {row_name!r} has no training record yet (its train stage has not run)")
     predictions_root = Path(predictions_folder)
     predictions_root.mkdir(parents=True, exist_ok=True)  # a DVC output even when the row is skipped
     if training.get("skipped"):
