@@ -78,6 +78,13 @@ class TestdevRow(_Entry):
     tta: str | None = None
 
 
+class Seeds(_Entry):
+    """``seeds``: the values, and the rows that train once per value (the others: the first value)."""
+
+    values: Annotated[list[Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)]], Field(min_length=1)]
+    rows: list[str] = []
+
+
 class Figures(_Entry):
     baseline_row: str
     spatialflow_row: str
@@ -167,6 +174,13 @@ def entry_problems(params: dict) -> list[str]:
             for key in ("baseline_row", "spatialflow_row"):
                 if getattr(figures, key) not in trained:
                     problems.append(f"figures.{key}: {getattr(figures, key)!r} is not a trained row")
+    if "seeds" in params:
+        try:
+            seeds = Seeds.model_validate(params["seeds"])
+        except ValidationError as exc:
+            problems += _pydantic_lines("seeds", exc)
+        else:
+            problems += [f"seeds.rows: {name!r} is not a trained row" for name in seeds.rows if name not in trained]
     return problems
 
 

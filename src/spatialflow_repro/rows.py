@@ -95,13 +95,12 @@ def row_stuff_loss_weight(row: dict, profile: dict, selected: float | None) -> t
     return float(selected), "Table 1's search"
 
 
-def row_seeds(row: dict, params: dict) -> list[int]:
-    """The seeds a row trains: every seed for rows of the seeded tables (1-3), the first one otherwise."""
+def row_seeds(name: str, params: dict) -> list[int]:
+    """The seeds a row trains: every value of ``seeds.values`` for the rows of ``seeds.rows`` (those a headline
+    claim compares), the first value for every other row."""
     seeds = params.get("seeds") or {}
     values = [int(v) for v in seeds.get("values") or [0]]
-    if set(row["tables"]) & set(seeds.get("tables") or []):
-        return values
-    return values[:1]
+    return values if name in (seeds.get("rows") or []) else values[:1]
 
 
 def resolve_size(row: dict, profile: dict) -> tuple[int, int]:

@@ -41,7 +41,7 @@ def micro_params(params: dict) -> dict:
     micro["run"].update(checkpoint_every=2, log_every=1)
     params["profiles"]["micro"] = micro
     params["profile"] = "micro"
-    params["seeds"] = {"values": [0], "tables": [1, 2, 3]}
+    params["seeds"] = {"values": [0], "rows": []}
     params["pretrain_backbones"] = {"resnet18": {"depth": 18, "iterations": 2, "batch_size": 4, "lr": 0.01,
                                                  "num_images": 8, "seed": 0}}
     params["search_rows"] = {"t1_lambda_0_25": params["search_rows"]["t1_lambda_0_25"]}

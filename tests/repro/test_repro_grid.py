@@ -288,6 +288,8 @@ GRID_CASES = {
                              "rows.t6_r101_dcn (profile tiny): profiles.tiny.inference.tta: has no preset 'nope' "
                              "(has ['cityscapes', 'coco'])"),
     "figures row not trained": (_set("figures.baseline_row", "t9"), "figures.baseline_row: 't9' is not a trained row"),
+    "seeds of a row not trained": (_set("seeds.rows", ["t2_baseline", "t9"]), "seeds.rows: 't9' is not a trained row"),
+    "the old seeds by table": (_set("seeds.tables", [1, 2, 3]), "seeds.tables: unknown key"),
     "unknown profile": (_set("profile", "nope"), "profile 'nope' is not one of ['cityscapes', 'coco', 'tiny']"),
 }
 
@@ -305,6 +307,12 @@ def test_a_bad_grid_is_one_line_naming_the_key(params, case):
     bad = copy.deepcopy(params)
     edit(bad)
     assert params_problems(bad) == [line]
+
+
+def test_three_seeds_for_the_headline_rows_one_for_the_others(params):
+    assert grid.row_seeds("t2_baseline", params) == [0, 1, 2] and grid.row_seeds("t3_spatialflow", params) == [0, 1, 2]
+    assert grid.row_seeds("t2_subnets", params) == [0] and grid.row_seeds("t1_lambda_0_25", params) == [0]
+    assert grid.row_seeds("t2_baseline", {**params, "seeds": {"values": [5]}}) == [5]
 
 
 def test_one_bad_schedule_shared_by_many_rows_is_one_line(params):

@@ -120,7 +120,7 @@ def train_row(row_name: str, params: dict, manifest: dict, run_folder: str, mode
                               f"profile {profile['name']!r} (dvc pull it, or train it in its profile first)")
         init_checkpoint = init_training["seeds"][0]["final_model"]
     configs = [experiment_config(row_name, row, params, manifest, weight, seed, init_checkpoint, run_folder=run_folder)
-               for seed in row_seeds(row, params)]
+               for seed in row_seeds(row_name, params)]
     for cfg_dict in configs:  # validate every seed before touching the disk
         load_experiment_config(cfg_dict)
     run = profile.get("run") or {}
