@@ -108,6 +108,15 @@ def _pydantic_lines(where: str, exc: ValidationError) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
+def _validated(model: type[BaseModel], value: Any, where: str, problems: list[str]) -> BaseModel | None:
+    """``value`` as ``model``, or None with its problems added (``where.key: problem``)."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        problems += _pydantic_lines(where, exc)
+        return None
+
+
 def _mapping(params: dict, key: str) -> dict:
     value = params.get(key)
     return value if isinstance(value, dict) else {}
@@ -149,38 +158,23 @@ def entry_problems(params: dict) -> list[str]:
             if not isinstance(row, dict):
                 problems.append(f"{group}.{name}: must be a mapping, got {row!r}")
                 continue
-            try:
-                TrainedRow.model_validate(row)
-            except ValidationError as exc:
-                problems += _pydantic_lines(f"{group}.{name}", exc)
+            _validated(TrainedRow, row, f"{group}.{name}", problems)
             if group == "search_rows" and row.get("stuff_loss_weight") is None:
                 problems.append(f"{group}.{name}.stuff_loss_weight: required: a row of Table 1's search trains "
                                 "at its own weight")
             if row.get("init_from") is not None and row["init_from"] not in trained - {name}:
                 problems.append(f"{group}.{name}.init_from: {row['init_from']!r} is not a trained row above it")
     for name, row in _mapping(params, "testdev_rows").items():
-        try:
-            TestdevRow.model_validate(row)
-        except ValidationError as exc:
-            problems += _pydantic_lines(f"testdev_rows.{name}", exc)
+        _validated(TestdevRow, row, f"testdev_rows.{name}", problems)
         if name not in trained:
             problems.append(f"testdev_rows.{name}: not a trained row")
-    if "figures" in params:
-        try:
-            figures = Figures.model_validate(params["figures"])
-        except ValidationError as exc:
-            problems += _pydantic_lines("figures", exc)
-        else:
-            for key in ("baseline_row", "spatialflow_row"):
-                if getattr(figures, key) not in trained:
-                    problems.append(f"figures.{key}: {getattr(figures, key)!r} is not a trained row")
-    if "seeds" in params:
-        try:
-            seeds = Seeds.model_validate(params["seeds"])
-        except ValidationError as exc:
-            problems += _pydantic_lines("seeds", exc)
-        else:
-            problems += [f"seeds.rows: {name!r} is not a trained row" for name in seeds.rows if name not in trained]
+    figures = _validated(Figures, params["figures"], "figures", problems) if "figures" in params else None
+    for key in ("baseline_row", "spatialflow_row") if figures else ():
+        if getattr(figures, key) not in trained:
+            problems.append(f"figures.{key}: {getattr(figures, key)!r} is not a trained row")
+    seeds = _validated(Seeds, params["seeds"], "seeds", problems) if "seeds" in params else None
+    problems += [f"seeds.rows: {name!r} is not a trained row" for name in (seeds.rows if seeds else [])
+                 if name not in trained]
     return problems
 
 
