@@ -60,26 +60,29 @@ def dvc(*args: str) -> list[str]:
 # ------------------------------------------------------------------------------------------- the DAG
 
 
-def generations(root: str | Path) -> list[list[str]]:
-    """Every stage of ``dvc.yaml``, in DVC's topological generations (a stage after everything it needs)."""
-    import networkx as nx
+def _dag(root: str | Path):
+    """DVC's own graph of the stages of ``dvc.yaml``: an edge goes from a stage to a stage it depends on."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        graph = repo.index.graph  # an edge goes from a stage to a stage it depends on
-        return [sorted(stage.addressing for stage in generation)
-                for generation in reversed(list(nx.topological_generations(graph)))]
+        return repo.index.graph
+
+
+def generations(root: str | Path) -> list[list[str]]:
+    """Every stage of ``dvc.yaml``, in DVC's topological generations (a stage after everything it needs)."""
+    import networkx as nx
+
+    return [sorted(stage.addressing for stage in generation)
+            for generation in reversed(list(nx.topological_generations(_dag(root))))]
 
 
 def upstream_stages(root: str | Path, stage: str) -> list[str]:
     """The stages whose outputs ``stage`` depends on, directly or not."""
     import networkx as nx
-    from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
-        graph = repo.index.graph
-        node = next(s for s in graph.nodes if s.addressing == stage)
-        return sorted(s.addressing for s in nx.descendants(graph, node))
+    graph = _dag(root)
+    node = next(s for s in graph.nodes if s.addressing == stage)
+    return sorted(s.addressing for s in nx.descendants(graph, node))
 
 
 def stale_stages(root: str | Path, stages: Sequence[str]) -> list[str]:

@@ -31,6 +31,7 @@ def _s3_params(params: dict) -> dict:
     params = micro_params(params)
     params["rows"] = {"t2_baseline": params["rows"]["t2_baseline"]}
     params["testdev_rows"] = {}
+    params["figures"] = {**params["figures"], "spatialflow_row": "t2_baseline"}  # rows of this grid only
     return params
 
 

@@ -17,7 +17,7 @@ from spatialflow_repro.rows import active_profile, experiment_config, trained_ro
 def test_a_row_trains_under_torchrun_with_two_processes(tmp_path, repo_root, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
-    written = generate_synthetic(tmp_path / "data", "shapes-coco", num_train=4, num_val=2, num_test=1, seed=0, run_folder="runs",
+    written = generate_synthetic(tmp_path / "data", "shapes-coco", num_train=4, num_val=2, num_test=1, seed=0,
                                  size=(64, 64))
     manifest = {"coco": {"num_things": 8, "num_stuff": 6, "splits": {
         role: {"json": str(written[name].json_path), "png_dir": str(written[name].png_dir),
