@@ -138,7 +138,7 @@ class TrainConfig(_Config):
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
     warmup_iters: NonNegativeInt = 500  # always in iterations; at most the schedule's length
     warmup_ratio: Annotated[float, Field(gt=0, le=1)] = 0.001
-    amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only
+    amp: Literal["none", "bf16", "fp16"] = "none"  # fp16: CUDA; bf16: CUDA, or a CPU with native bfloat16
     seed: Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)] = 0
     max_grad_norm: PositiveFloat | None = None
     deterministic: bool = False

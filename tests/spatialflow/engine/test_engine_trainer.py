@@ -206,3 +206,24 @@ def test_final_model_reloads_with_its_config(tmp_path):
     assert cfg.train.length == 3 and categories is None and not model.training
     saved = ckpt.load_checkpoint(result.final_model)["model"]
     assert torch.equal(model.head.weight, saved["head.weight"])
+
+
+def test_bf16_autocast_runs_on_a_cpu_with_native_bfloat16(tmp_path, monkeypatch):
+    from spatialflow.engine import trainer
+
+    monkeypatch.setattr(trainer, "native_cpu_bf16", lambda: True)  # the machine's own kind is not the point
+    fp32 = train(toy_config(tmp_path / "fp32", length=4), **toy_factories(flip=False))
+    bf16 = train(toy_config(tmp_path / "bf16", length=4, amp="bf16"), **toy_factories(flip=False))
+    assert all(torch.isfinite(torch.tensor(v)) for v in bf16.last_losses.values())
+    a = ckpt.load_checkpoint(fp32.final_model)["model"]
+    b = ckpt.load_checkpoint(bf16.final_model)["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # autocast took part: other roundings, other weights
+
+
+def test_bf16_on_a_cpu_without_native_bfloat16_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    from spatialflow.engine import trainer
+
+    monkeypatch.setattr(trainer, "native_cpu_bf16", lambda: False)
+    with pytest.raises(ConfigError, match=r"^train.amp: 'bf16' on a CPU without native bfloat16 .* use 'none'"):
+        train(toy_config(tmp_path / "run", length=4, amp="bf16"), **toy_factories())
+    assert not (tmp_path / "run" / "identity.json").exists()
