@@ -15,24 +15,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from spatialflow.cli import positive_int
 from spatialflow.errors import SpatialFlowError
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: expected an integer >= 1")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m spatialflow_repro", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     rows = sub.add_parser("rows", help="dvc repro with the training stages on workers")
-    rows.add_argument("--jobs", type=_positive, default=2, help="rows at a time (default: %(default)s)")
+    rows.add_argument("--jobs", type=positive_int, default=2, help="rows at a time (default: %(default)s)")
     rows.add_argument("--gpus-per-job", type=int, default=0, help="GPUs of each row (default: CPU rows)")
     rows.add_argument("--submitit", action="store_true", help="a SLURM array (submitit; local without SLURM)")
-    rows.add_argument("--timeout-min", type=_positive, default=24 * 60, help="per row, with --submitit")
+    rows.add_argument("--timeout-min", type=positive_int, default=24 * 60, help="per row, with --submitit")
     rows.add_argument("--workdir", default=None, help="where each job clones the repository (--submitit)")
     rows.add_argument("--runs-dir", default=None, help="shared training working area of the jobs, so that a "
                                                        "job started again resumes (--submitit)")
