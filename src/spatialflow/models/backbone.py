@@ -40,6 +40,26 @@ def imagenet_weights_path(depth: int) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
 
 
+class LastLevelP6P7Float32(LastLevelP6P7):
+    """torchvision's P6 / P7 block, computed in float32 even under autocast.
+
+    On the CPU, oneDNN's bfloat16 weight gradient of a 3x3 stride-2 convolution whose input is a 1x1 map (P7
+    whenever P6 is 1x1: images of up to 64 px a side, as the micro profile's and Table 6's smallest scale)
+    reads uninitialised memory: garbage up to 1e27 in the taps that only see padding, different in every run,
+    so bfloat16 training there was neither right nor repeatable (tests/spatialflow/models/
+    test_models_autocast.py). P6 and P7 are maps of a few pixels; float32 there costs nothing measurable.
+    Without autocast this is exactly torchvision's block."""
+
+    def forward(self, p: list[Tensor], c: list[Tensor], names: list[str]) -> tuple[list[Tensor], list[str]]:
+        x = p[-1] if self.use_P5 else c[-1]
+        with torch.autocast(x.device.type, enabled=False):
+            p6 = self.p6(x.float())
+            p7 = self.p7(torch.nn.functional.relu(p6))
+        p.extend([p6, p7])
+        names.extend(["p6", "p7"])
+        return p, names
+
+
 class ResNetFPN(nn.Module):
     """Images (B, 3, H, W), H and W multiples of 32 -> [P3, P4, P5, P6, P7]."""
 
@@ -68,7 +88,7 @@ class ResNetFPN(nn.Module):
             self._load_pretrained(depth, weights or imagenet_weights_path(depth))
         self._freeze(frozen_stages)
         c3, c4, c5 = stage_channels(depth, width)
-        extra = LastLevelP6P7(c5, out_channels)
+        extra = LastLevelP6P7Float32(c5, out_channels)
         extra.use_P5 = False  # P6 from C5, also when C5 happens to have out_channels channels
         self.fpn = FeaturePyramidNetwork([c3, c4, c5], out_channels, extra_blocks=extra)
         self.out_channels = out_channels
