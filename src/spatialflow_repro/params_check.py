@@ -91,6 +91,9 @@ class Figures(_Entry):
     num_images: Annotated[int, Field(strict=True, ge=1)] = 4
 
 
+AMP_SETTINGS = ("none", "bf16", "fp16", "bf16_if_native")  # spatialflow.engine.precision.BF16_IF_NATIVE
+
+
 def _pydantic_lines(where: str, exc: ValidationError) -> list[str]:
     """Every pydantic error as ``where.key: problem``."""
     lines = []
@@ -194,6 +197,13 @@ def profile_problems(profile: dict) -> list[str]:
             if value != "search" and not number:
                 problems.append(f"{where}.stuff_loss_weight.{dataset}: must be a number >= 0 or 'search', got {value!r}")
     training = profile.get("training") if isinstance(profile.get("training"), dict) else {}
+    amps = {f"{where}.training.amp": training.get("amp", "none")}
+    for row, overrides in (training.get("row_overrides") or {}).items():
+        if isinstance(overrides, dict) and "amp" in overrides:
+            amps[f"{where}.training.row_overrides.{row}.amp"] = overrides["amp"]
+    for key, amp in amps.items():
+        if amp not in AMP_SETTINGS:
+            problems.append(f"{key}: must be one of {', '.join(AMP_SETTINGS)}, got {amp!r}")
     for dataset, schedule in (training.get("schedule") or {}).items():
         key = f"{where}.training.schedule.{dataset}"
         if not isinstance(schedule, dict):

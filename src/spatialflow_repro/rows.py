@@ -130,6 +130,20 @@ def row_schedule(row: dict, profile: dict) -> dict:
     return {**schedules[row["dataset"]], **(row.get("schedule") or {})}
 
 
+def training_cost(name: str, params: dict) -> float:
+    """A row's relative training cost in the active profile (for ordering work, longest first; not a time):
+    seeds x schedule length x image area x backbone depth, x3 for deformable convolutions (their CPU
+    kernel), with the row's size overrides (Table 6's multi-scale range) applied."""
+    row, profile = row_and_profile(name, params)
+    short, longest = resolve_size(row, profile)
+    overrides = (profile["training"].get("row_overrides") or {}).get(name) or {}
+    if overrides.get("min_size_range"):
+        short, longest = max(overrides["min_size_range"]), overrides.get("max_size", longest)
+    dcn = 3.0 if "dcn" in row["preset"] else 1.0
+    return (len(row_seeds(name, params)) * float(row_schedule(row, profile)["length"]) * short * longest
+            * resolve_depth(row, profile) * dcn)
+
+
 def describe_row(row: dict, profile: dict) -> str:
     """One line saying what a row ran and which paper setting it stands for."""
     depth = resolve_depth(row, profile)
@@ -214,7 +228,7 @@ def experiment_config(
         model["backbone_weights"] = str(model["backbone_weights"]).format(depth=depth)
     scale_crop = schedule.pop("scale_crop", None)
     transforms = {"min_size": short, "max_size": longest, "flip": 0.5, "scale_crop": scale_crop}
-    train = {**schedule, "seed": int(seed)}
+    train = {**schedule, "seed": int(seed), "amp": training.get("amp", "none")}
     for key, value in row_overrides(name, params, profile).items():
         if key == "model":
             if WEIGHT in value:
@@ -224,6 +238,11 @@ def experiment_config(
         else:
             (transforms if ROW_OVERRIDE_KEYS[key] == "transforms" else train)[key] = value
     model[WEIGHT] = float(stuff_loss_weight)
+    from spatialflow.engine.precision import resolve_amp  # imports torch: only where a config is built
+
+    # bf16_if_native: bfloat16 where this machine computes it natively, else float32; the resolved value is
+    # what the run's identity records (spatialflow.engine.precision)
+    train["amp"] = resolve_amp(str(train["amp"]), str(run.get("device", "auto")))
     if init_checkpoint is not None:
         train["init_checkpoint"] = init_checkpoint
         if row.get("finetune_class_layers_first"):

@@ -280,6 +280,8 @@ GRID_CASES = {
         _set("profiles.tiny.training.row_overrides.t6_r101_dcn.model", {"stuff_loss_weight": 0.5}),
         "rows.t6_r101_dcn (profile tiny): profiles.tiny.training.row_overrides.t6_r101_dcn.model.stuff_loss_weight: "
         "set a row's stuff-loss weight on the row (rows.t6_r101_dcn.stuff_loss_weight), not here"),
+    "an amp setting": (_set("profiles.tiny.training.amp", "fp8"),
+                       "profiles.tiny.training.amp: must be one of none, bf16, fp16, bf16_if_native, got 'fp8'"),
     "inference threshold": (_set("profiles.tiny.inference.detection.nms_thresh", 2),
                             "profiles.tiny.inference.detection: nms_thresh: must lie in [0, 1], got 2"),
     "merge threshold": (_set("profiles.tiny.inference.merge.coco.score_threshold", 3),

@@ -47,17 +47,31 @@ def test_tiny_t6_range_is_scaled_by_96_over_800(params):
 
 @pytest.mark.parametrize("profile, row, short, longest", [
     ("coco", "t4_r101_800", 800, 1333), ("coco", "t2_baseline", 800, 1333), ("tiny", "t4_r101_800", 96, 128)])
-def test_other_rows_are_unaffected(params, profile, row, short, longest):
+def test_other_rows_are_unaffected(params, profile, row, short, longest, monkeypatch):
+    from spatialflow.engine import precision
+
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
     cfg = _config(params, profile, row)
     assert cfg["data"]["transforms"] == {"min_size": short, "max_size": longest, "flip": 0.5, "scale_crop": None}
-    assert "amp" not in cfg["train"]
+    assert cfg["train"]["amp"] == {"coco": "none", "tiny": "bf16"}[profile]  # the profile's training.amp
+
+
+def test_tiny_rows_train_in_bfloat16_only_where_the_cpu_has_it(params, monkeypatch):
+    """training.amp: bf16_if_native resolves before the identity is written: it names what trained."""
+    from spatialflow.engine import precision
+
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)
+    assert _config(params, "tiny", "t2_baseline")["train"]["amp"] == "none"
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
+    assert _config(params, "tiny", "t2_baseline")["train"]["amp"] == "bf16"
+    assert _config(params, "tiny", "t6_r101_dcn")["train"]["amp"] == "none"  # the row's override wins
 
 
 def test_cityscapes_profile_overrides_only_the_7m_model(params):
     assert params["profiles"]["cityscapes"]["training"]["row_overrides"] == {
         "t7_r101_coco": {"model": {"stuff_head_dcn": True}}}
     cfg = _config(params, "cityscapes", "t7_r101")
-    assert "min_size_range" not in cfg["data"]["transforms"] and "amp" not in cfg["train"]
+    assert "min_size_range" not in cfg["data"]["transforms"] and cfg["train"]["amp"] == "none"
     assert "stuff_head_dcn" not in cfg["model"]
 
 

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--anchor-octave-base-scale", type=float, default=2.0)
     parser.add_argument("--train-max-proposals", type=positive_int, default=8)
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--amp", default="none", help="comma-separated autocast modes to compare per preset: "
+                        "none, bf16 (a side '<preset>@bf16' each; bf16 needs a CPU with native bfloat16)")
 
 
 def _batch(size: tuple[int, int], count: int):
@@ -79,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
         floor_opt.step()
 
     steps = {"resnet_floor": floor_step}
-    for preset in args.presets.split(","):
+    amps = [mode.strip() for mode in args.amp.split(",")]
+    unknown = sorted(set(amps) - {"none", "bf16"})
+    if unknown:
+        raise SystemExit(f"spatialflow bench train: --amp {','.join(unknown)}: expected none or bf16")
+    for preset, amp in [(preset, amp) for preset in args.presets.split(",") for amp in amps]:
         cfg = model_config(preset, depth=args.depth, num_things=8, num_stuff=6, fpn_channels=args.fpn_channels,
                            stuff_channels=args.stuff_channels, stuff_groups=args.stuff_groups,
                            mask_channels=args.mask_channels, frozen_stages=1,
@@ -88,13 +94,14 @@ def run(args: argparse.Namespace) -> int:
         model = SpatialFlow(cfg).train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
 
-        def step(model=model, optimizer=optimizer) -> None:
-            losses = model(images, targets)
+        def step(model=model, optimizer=optimizer, amp=amp) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):  # as the trainer's amp: bf16
+                losses = model(images, targets)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimizer.step()
 
-        steps[preset] = step
+        steps[preset if amp == "none" else f"{preset}@{amp}"] = step
     for step in steps.values():  # warm-up: allocator, oneDNN kernels
         step()
     times = time_interleaved(steps, args.repeats, args.iters)  # every side sees the same neighbours

@@ -15,7 +15,6 @@ import fnmatch
 import math
 import os
 import random
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm import tqdm
 
 from spatialflow.data.dataset import EpochSamples
 from spatialflow.engine import checkpoint as ckpt
@@ -34,6 +32,8 @@ from spatialflow.engine import run_dir
 from spatialflow.engine.config import ExperimentConfig, TrainConfig, experiment_to_yaml, training_identity
 from spatialflow.engine.distributed import (DistInfo, all_gather_objects, all_reduce_mean, any_process,
                                             init_distributed)
+from spatialflow.engine.precision import native_cpu_bf16
+from spatialflow.engine.progress import TrainingProgress
 from spatialflow.engine.schedule import LrSchedule, build_scheduler
 from spatialflow.errors import CheckpointError, ConfigError, SpatialFlowError
 from spatialflow.utils.atomic import atomic_write_text
@@ -174,12 +174,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (avx512_bf16 or AMX). Without it, bfloat16 convolutions
-    fall back to slow paths, 20-30x slower than float32 (pytorch/pytorch#118499, #86550)."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
 def _amp_on(amp: str, device: torch.device) -> str:
     """The autocast the run uses on ``device``: as asked on CUDA; bfloat16 on a CPU that has it natively
     (refused, in one line, on one that has not: the identity must say what trained); fp16 only on CUDA."""
@@ -229,28 +223,30 @@ def train(
     model_factory: ModelFactory | None = None,
     dataset_factory: DatasetFactory | None = None,
     collate_fn: Callable | None = None,
+    progress: str = "auto",
 ) -> TrainResult:
     """Train one row. ``resume`` continues from the newest readable checkpoint in ``output_dir``.
 
     ``output_dir`` is locked for the whole run. If it holds a run of another training identity, training
     refuses (ConfigError), or with ``replace`` moves that folder aside first (nothing is ever deleted).
-    Factories replace the default SpatialFlow model / PanopticDataset (tests, other models).
+    Factories replace the default SpatialFlow model / PanopticDataset (tests, other models). ``progress``:
+    a bar on a terminal, lines in a log file (:mod:`spatialflow.engine.progress`).
     """
     output_dir = Path(cfg.output_dir)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 owns the folder, the others follow it
-        return _train(cfg, callbacks, resume, model_factory, dataset_factory, collate_fn)
+        return _train(cfg, callbacks, resume, model_factory, dataset_factory, collate_fn, progress=progress)
     identity = run_dir.run_identity(cfg)
     with run_dir.lock_run_dir(output_dir):
         moved = run_dir.check_identity(output_dir, identity, replace=replace)
     if moved is not None:
         warnings.warn(f"{output_dir}: held a run of another training identity; moved it to {moved}", stacklevel=2)
     with run_dir.lock_run_dir(output_dir):  # a fresh folder when the old one was moved aside
-        return _train(cfg, callbacks, resume, model_factory, dataset_factory, collate_fn, identity)
+        return _train(cfg, callbacks, resume, model_factory, dataset_factory, collate_fn, identity, progress)
 
 
 def _train(cfg: ExperimentConfig, callbacks: Sequence[Callback], resume: bool,
            model_factory: ModelFactory | None, dataset_factory: DatasetFactory | None,
-           collate_fn: Callable | None, identity: dict | None = None) -> TrainResult:
+           collate_fn: Callable | None, identity: dict | None = None, progress: str = "auto") -> TrainResult:
     """Build and check everything (device, data, model, init weights, schedule, resume state), then record
     ``identity`` in the folder (main process) and train: a start that fails leaves no identity behind."""
     t, r = cfg.train, cfg.run
@@ -345,8 +341,8 @@ def _train(cfg: ExperimentConfig, callbacks: Sequence[Callback], resume: bool,
     train_model = wrap(model)
     model.train()
 
-    show = dist_info.is_main and sys.stderr.isatty()
-    progress = tqdm(total=total_iters, initial=start_iter, disable=not show, dynamic_ncols=True, desc="train")
+    progress_bar = TrainingProgress(total_iters, start_iter, f"{cfg.name} seed {t.seed}",
+                                    progress if dist_info.is_main else "off")
     window: dict[str, float] = {}
     window_count = 0
     last_losses: dict[str, float] = {}
@@ -397,14 +393,14 @@ def _train(cfg: ExperimentConfig, callbacks: Sequence[Callback], resume: bool,
                     metrics["epoch"] = iteration / iters_per_epoch
                     window, window_count = {}, 0
                     if dist_info.is_main:
-                        progress.set_postfix({k.removeprefix("loss/"): f"{v:.4g}" for k, v in metrics.items()
-                                              if k != "epoch"}, refresh=False)
+                        progress_bar.set_postfix({k.removeprefix("loss/"): f"{v:.4g}" for k, v in metrics.items()
+                                                  if k != "epoch"})
                         _call(callbacks, "on_log", iteration, metrics)
-                progress.update(1)
+                progress_bar.update(1)
                 if iteration % r.checkpoint_every == 0 and iteration < total_iters:
                     last_path = save(iteration) or last_path
     finally:
-        progress.close()
+        progress_bar.close()
     seconds = time.perf_counter() - started
 
     final_model = output_dir / "model_final.pt"
