@@ -110,3 +110,14 @@ def test_report_files_state_the_rule_and_every_claim(tmp_path):
                                               "+ reg-mask flow: `t2_reg_mask` vs `t2_reg_stuff`",
                                               "+ stuff-mask flow: `t2_spatialflow` vs `t2_reg_mask`"]
     assert cells[5][4:] == ["—", "—", claims.MISSING]
+
+
+def test_report_says_which_rows_have_a_single_seed(tmp_path):
+    write(tmp_path, "t2_baseline", 40, 41, 42)
+    write(tmp_path, "t2_spatialflow", 41, 42, 43)
+    write(tmp_path, "t4_r101_600", 45)
+    write(tmp_path, "t4_r50_600", 42)
+    text, report = claims.generate_claims("tiny", PAPER, *metrics_in(tmp_path))
+    assert report["seeds_per_row"] == {"t2_baseline": 3, "t2_spatialflow": 3, "t4_r101_600": 1, "t4_r50_600": 1}
+    assert ("Rows with a single seed: `t4_r101_600`, `t4_r50_600`. "
+            "Rows with 3 seeds: `t2_baseline`, `t2_spatialflow`.") in text

@@ -147,7 +147,7 @@ def compare(a: RowStats, b: RowStats, pooled: dict[str, float | None]) -> dict[s
     se = None if sa is None or sb is None else math.sqrt(sa**2 / a.n + sb**2 / b.n)
     return {"diff": round(diff, 2), "se": None if se is None else round(se, 2), "verdict": verdict(diff, se),
             "better_mean": round(a.mean, 2), "worse_mean": round(b.mean, 2), "seeds": f"{na_text} vs {nb_text}",
-            "uses_pooled_spread": a.n < 2 or b.n < 2}
+            "uses_pooled_spread": a.n < 2 or b.n < 2, "better_seeds": a.n, "worse_seeds": b.n}
 
 
 def _claim1(metrics: RowMetrics, pooled: dict[str, float | None], paper: dict) -> dict[str, Any]:
@@ -212,7 +212,18 @@ def build_claims(profile: str, metrics: RowMetrics, paper: dict) -> dict[str, An
                        "verdict": _overall([c["verdict"] for c in comparisons]), "comparisons": comparisons})
     return {"profile": profile, "metric": METRIC, "rule": RULE,
             "pooled_seed_std": {k: None if v is None else round(v, 3) for k, v in pooled.items()},
-            "claims": claims}
+            "seeds_per_row": seeds_per_row(claims), "claims": claims}
+
+
+def seeds_per_row(claims: list[dict[str, Any]]) -> dict[str, int]:
+    """How many seeds each row a claim compares was trained with (rows with metrics only)."""
+    counts: dict[str, int] = {}
+    for claim in claims:
+        for c in claim["comparisons"]:
+            for side in ("better", "worse"):
+                if f"{side}_seeds" in c:
+                    counts[c[side]] = c[f"{side}_seeds"]
+    return dict(sorted(counts.items()))
 
 
 def _num(value: float | None, signed: bool = True) -> str:
@@ -237,12 +248,23 @@ def claims_frame(report: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=list(CLAIMS_COLUMNS))
 
 
+def _seed_counts_line(counts: dict[str, int]) -> list[str]:
+    """The rows grouped by their number of seeds, e.g. 'Rows with a single seed: `a`, `b`. With 3 seeds: `c`.'"""
+    if not counts:
+        return []
+    groups = {n: [row for row, k in counts.items() if k == n] for n in sorted(set(counts.values()))}
+    parts = [("Rows with a single seed" if n == 1 else f"Rows with {n} seeds") + ": " +
+             ", ".join(f"`{row}`" for row in rows) + "." for n, rows in groups.items()]
+    return [" ".join(parts), ""]
+
+
 def render_claims(report: dict[str, Any]) -> str:
     pooled = ", ".join(f"{k}: {_num(v, signed=False)}" for k, v in report["pooled_seed_std"].items())
     table = claims_frame(report).map(lambda text: text.replace("|", r"\|"))
     lines = [f"# The paper's claims, checked (profile: {report['profile']})", "",
              f"**Verdict rule (fixed before the numbers were seen).** {report['rule']}", "",
              f"Pooled seed standard deviation of PQ used for single-seed rows: {pooled}.", "",
+             *_seed_counts_line(report.get("seeds_per_row") or {}),
              table.to_markdown(index=False, disable_numparse=True)]
     if report["claims"] and report["claims"][0].get("pq_by_lambda"):
         by = report["claims"][0]["pq_by_lambda"]
