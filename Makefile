@@ -28,12 +28,14 @@ $(STAMP): requirements.lock pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@
 
 # params.yaml is checked first (strict YAML, every row of the grid in the active profile): a bad grid is one
-# line per problem before DVC reads the file or any stage runs. JOBS=2: two training rows at a time in
-# worktrees, collected through DVC's run-cache (docs/workers.md); the default trains one row at a time.
-JOBS ?= 1
+# line per problem before DVC reads the file or any stage runs. JOBS=2 (the default): two training rows at
+# a time in worktrees, one thread each, collected through DVC's run-cache (docs/workers.md); JOBS=1: plain
+# `dvc repro`, one row at a time. Either way each stage prints "stage <k> of <n>" as it starts and ends.
+JOBS ?= 2
 repro: install
 	python -m spatialflow_repro check-params
-	if [ "$(JOBS)" -gt 1 ]; then python -m spatialflow_repro rows --jobs $(JOBS); else dvc repro; fi
+	if [ "$(JOBS)" -gt 1 ]; then python -m spatialflow_repro rows --jobs $(JOBS); \
+	else python -m spatialflow_repro plan && dvc repro; fi
 
 # Two workers (CI has 2 cores); a test file runs in one worker, so each end-to-end file stays in order.
 # scripts/test_prerequisites.sh installs what the tests need beyond the lock (Debian's chromium), or stops.

@@ -1,6 +1,7 @@
 """``python -m spatialflow_repro [run] [OPTIONS]`` runs the Kedro project (same as ``kedro run``);
 ``python -m spatialflow_repro check-params [PATH]`` checks params.yaml's experiment grid (``make repro``
-runs it before ``dvc repro``); ``rows`` reproduces the pipeline with its training stages on workers and
+runs it before ``dvc repro``); ``plan`` records the stages a ``dvc repro`` will run (the stage banners
+number them); ``rows`` reproduces the pipeline with its training stages on workers and
 ``train-stage`` is the worker (:mod:`spatialflow_repro.workers`). Each reports a user error as one line
 (see :mod:`spatialflow_repro.cli`)."""
 
@@ -14,6 +15,10 @@ def main(args: list[str] | None = None, **kwargs):
         from spatialflow_repro.params_check import main as check_params
 
         return check_params(args[1:])
+    if args[:1] == ["plan"]:
+        from spatialflow_repro.repro_progress import main as plan
+
+        return plan(args[1:])
     if args[:1] in (["rows"], ["train-stage"]):
         from spatialflow_repro.rows_command import main as rows_main
 

@@ -157,14 +157,27 @@ def train_stage(checkout: str | Path, stage: str, commit: str, push: bool = Fals
 # --------------------------------------------------------------------------------- the head's loop
 
 
+def longest_first(root: str | Path, stages: list[str]) -> list[str]:
+    """Training stages ordered by their estimated cost, largest first (so that no long row starts last and
+    trains alone while the other workers idle); ties keep their order."""
+    from spatialflow.utils.yaml_io import read_yaml
+    from spatialflow_repro.rows import training_cost
+
+    params = read_yaml(Path(root) / "params.yaml")
+    return sorted(stages, key=lambda stage: -training_cost(stage.split("@", 1)[1], params))
+
+
 def collect_rows(root: str | Path, run_workers: Callable[[list[str], str], None], pull: bool = False,
                  say: Callable[[str], None] = print) -> None:
     """Reproduce the pipeline in the head workspace ``root`` with every stale training stage trained by
     ``run_workers(stages, commit)``: generation by generation, the workers train, then the head's
     ``dvc repro`` (``--pull`` from the remote for a cluster) restores their rows from the run-cache and runs
     the rest (data, evaluations, tables)."""
+    from spatialflow_repro.repro_progress import PLAN_ENV, planned_stages, write_plan
+
+    os.environ[PLAN_ENV] = str(write_plan(root, planned_stages(root)))  # the workers' stage banners number by it
     for number, generation in enumerate(generations(root), start=1):
-        training = [s for s in stale_stages(root, generation) if is_training(s)]
+        training = longest_first(root, [s for s in stale_stages(root, generation) if is_training(s)])
         if training:
             commit = snapshot(root)
             if pull:  # the workers pull what the head has made so far from the remote

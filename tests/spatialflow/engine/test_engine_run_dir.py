@@ -90,6 +90,7 @@ def test_a_preset_typo_leaves_the_existing_run_byte_identical(tmp_path, capsys):
     run = tmp_path / "run"
     train(toy_config(run, length=4, checkpoint_every=2), **toy_factories())
     before = _snapshot(run)
+    capsys.readouterr()  # the first run's progress line
     config = tmp_path / "typo.yaml"
     config.write_text(yaml.safe_dump({**ROW, "model": {"preset": "basline"}, "output_dir": str(run)}))
     assert main(["train", "--config", str(config), "--resume", "--replace"]) == 2

@@ -23,8 +23,9 @@ from spatialflow_repro import tracking
 RESULT_FILE = "train_result.json"
 
 
-def train_seed(cfg_dict: dict, row_name: str, row: dict, profile: dict, seed: int) -> dict:
-    """Train (or resume) one seed of a row; returns the summary rank 0 also writes to train_result.json."""
+def train_seed(cfg_dict: dict, row_name: str, row: dict, profile: dict, seed: int, progress: str = "auto") -> dict:
+    """Train (or resume) one seed of a row; returns the summary rank 0 also writes to train_result.json.
+    ``progress``: ``auto`` (a bar on a terminal, lines in a log), or ``lines`` where seeds share a terminal."""
     from spatialflow.engine.trainer import train
 
     cfg = load_experiment_config(cfg_dict)
@@ -38,7 +39,7 @@ def train_seed(cfg_dict: dict, row_name: str, row: dict, profile: dict, seed: in
         tracker = tracking.row_callback(row_name, row, profile, seed, cfg_dict)
         callbacks.append(tracker)
     try:
-        result = train(cfg, callbacks=callbacks, resume=resume, replace=True)
+        result = train(cfg, callbacks=callbacks, resume=resume, replace=True, progress=progress)
     except BaseException:
         if tracker is not None:
             tracker.close("FAILED")

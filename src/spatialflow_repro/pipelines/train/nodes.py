@@ -55,7 +55,8 @@ def _train_one_seed_process(cfg_dict: dict, row_name: str, row: dict, profile: d
     import torch
 
     torch.set_num_threads(threads)
-    return train_seed(cfg_dict, row_name, row, profile, cfg_dict["train"]["seed"])
+    # seeds side by side write lines, not bars that would overwrite each other
+    return train_seed(cfg_dict, row_name, row, profile, cfg_dict["train"]["seed"], progress="lines")
 
 
 def _train_seeds_in_parallel(configs: list[dict], row_name: str, row: dict, profile: dict, parallel: int) -> list[dict]:

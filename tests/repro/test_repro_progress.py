@@ -1,0 +1,63 @@
+"""`make repro` says where it is: stage k of n (from the plan and DVC's $DVC_STAGE), elapsed, and the time
+each stage took; long rows start first on the rows route."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import yaml
+
+from spatialflow_repro import repro_progress
+from spatialflow_repro.hooks import StageProgressHook
+from spatialflow_repro.rows import training_cost
+from spatialflow_repro.workers import longest_first
+
+PLAN = {"started": 1000.0, "stages": ["prepare_data", "train@t2_baseline", "evaluate_val@t2_baseline", "tables"]}
+
+
+def test_banner_numbers_the_stage_in_the_plan_and_says_elapsed_time():
+    # 2 h 3 min 4 s = 7384 s after the plan was written
+    assert repro_progress.banner("train@t2_baseline", PLAN, 1000.0 + 7384) == (
+        "[make repro 2:03:04] stage 2 of 4: train@t2_baseline")
+    assert repro_progress.banner("tables", PLAN, 1065.0, took=252.4) == (
+        "[make repro 0:01:05] stage 4 of 4: tables done in 4 min 12 s")
+    assert repro_progress.banner("figures", PLAN, 1065.0, took=9) == "[stage] figures done in 9 s"  # not planned
+    assert repro_progress.banner("figures", None, 1065.0) == "[stage] figures"
+
+
+def test_the_hook_reads_dvc_stage_and_the_plan(tmp_path, monkeypatch, capsys):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(PLAN))
+    monkeypatch.setenv(repro_progress.PLAN_ENV, str(plan))
+    monkeypatch.setenv("DVC_STAGE", "evaluate_val@t2_baseline")
+    times = iter([1030.0, 1100.0])
+    hook = StageProgressHook(clock=lambda: next(times))
+    hook.before_pipeline_run()
+    hook.after_pipeline_run()
+    assert capsys.readouterr().err.splitlines() == [
+        "[make repro 0:00:30] stage 3 of 4: evaluate_val@t2_baseline",
+        "[make repro 0:01:40] stage 3 of 4: evaluate_val@t2_baseline done in 1 min 10 s"]
+    monkeypatch.delenv("DVC_STAGE")  # a plain `kedro run`: nothing to say
+    StageProgressHook(clock=lambda: 0.0).before_pipeline_run()
+    assert capsys.readouterr().err == ""
+
+
+def test_write_plan_is_read_back(tmp_path, monkeypatch):
+    monkeypatch.delenv(repro_progress.PLAN_ENV, raising=False)
+    path = repro_progress.write_plan(tmp_path, ["a", "b"], clock=lambda: 5.0)
+    assert path == (tmp_path / ".dvc" / "tmp" / "repro-plan.json").resolve()
+    assert repro_progress.read_plan(path) == {"started": 5.0, "stages": ["a", "b"]}
+    path.write_text("{not json")
+    assert repro_progress.read_plan(path) is None
+
+
+def test_training_cost_orders_the_long_rows_first(repo_root):
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    # t2_baseline: 3 seeds x 1200 x 96 x 128 x 18; t2_subnets the same with one seed
+    assert training_cost("t2_baseline", params) == 3 * training_cost("t2_subnets", params)
+    # t6 DCN: 1 seed x 1200 x 168 x 192 (its multi-scale range) x 34 x 3
+    assert training_cost("t6_r101_dcn", params) == 1200 * 168 * 192 * 34 * 3.0
+    stages = ["train@t2_subnets", "train@t2_baseline", "train@t6_r101_dcn", "train@t2_reg_cls"]
+    assert longest_first(repo_root, stages) == ["train@t6_r101_dcn", "train@t2_baseline", "train@t2_subnets",
+                                                "train@t2_reg_cls"]
