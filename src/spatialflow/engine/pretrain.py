@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from spatialflow.engine.progress import TrainingProgress
 from spatialflow.errors import ConfigError
 
 # Scenes for pretraining come from seeds far away from the data splits' (0, split, image) seeds.
@@ -103,8 +102,8 @@ def pretrain_backbone(cfg: PretrainConfig, out_path: str | os.PathLike) -> dict:
     started = time.perf_counter()
     losses: list[float] = []
     offsets = np.cumsum([0, *widths])
-    progress = tqdm(range(cfg.iterations), desc=f"pretrain R{cfg.depth}", disable=not sys.stderr.isatty())
-    for it in progress:
+    progress = TrainingProgress(cfg.iterations, 0, f"pretrain ResNet-{cfg.depth}")  # a bar, or lines in a log
+    for it in range(cfg.iterations):
         k = it % len(sets)  # alternate the presets: one image size per batch
         images, labels = sets[k]
         index = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=generator)
@@ -118,7 +117,9 @@ def pretrain_backbone(cfg: PretrainConfig, out_path: str | os.PathLike) -> dict:
         optimizer.step()
         scheduler.step()
         losses.append(loss.item())
-        progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        progress.set_postfix({"loss": f"{losses[-1]:.4f}"})
+        progress.update()
+    progress.close()
     seconds = time.perf_counter() - started
     accuracy = _held_out_accuracy(model, cfg, mean, std, offsets)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
