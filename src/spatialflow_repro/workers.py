@@ -69,11 +69,13 @@ def _dag(root: str | Path):
 
 
 def generations(root: str | Path) -> list[list[str]]:
-    """Every stage of ``dvc.yaml``, in DVC's topological generations (a stage after everything it needs)."""
+    """Every stage of ``dvc.yaml`` in topological generations, each stage in the earliest one it can run in
+    (right after everything it needs): the rows that need no search train alongside Table 1's, rather than
+    alone just before the stages that need them."""
     import networkx as nx
 
     return [sorted(stage.addressing for stage in generation)
-            for generation in reversed(list(nx.topological_generations(_dag(root))))]
+            for generation in nx.topological_generations(_dag(root).reverse(copy=False))]
 
 
 def upstream_stages(root: str | Path, stage: str) -> list[str]:

@@ -61,3 +61,20 @@ def test_training_cost_orders_the_long_rows_first(repo_root):
     stages = ["train@t2_subnets", "train@t2_baseline", "train@t6_r101_dcn", "train@t2_reg_cls"]
     assert longest_first(repo_root, stages) == ["train@t6_r101_dcn", "train@t2_baseline", "train@t2_subnets",
                                                 "train@t2_reg_cls"]
+
+
+def test_generations_put_each_stage_as_early_as_it_can_run(repo_root):
+    from spatialflow_repro.workers import generations, upstream_stages
+
+    gens = generations(repo_root)
+    where = {stage: number for number, generation in enumerate(gens) for stage in generation}
+    assert gens[0] == sorted(["prepare_data", "pretrain_backbone@resnet18", "pretrain_backbone@resnet34",
+                              "fixed_stuff_loss_weight"])
+    # the Cityscapes-like rows need no search: they train alongside Table 1's rows (generation 1); Table 1's
+    # evaluations (2) and the search (3) come before the COCO-like rows (4)
+    assert where["train@t3_baseline"] == where["train@t7_r101"] == where["table1@t1_lambda_0_25"] == 1
+    assert (where["evaluate_lambda@t1_lambda_0_25"], where["search_stuff_loss_weight"]) == (2, 3)
+    assert where["train@t2_baseline"] == where["train@t4_r101_800"] == where["train@t6_r101_dcn"] == 4
+    for stage in ("train_pretrained@t7_r101_coco", "tables", "evaluate_testdev@t6_r101_dcn"):
+        upstream = upstream_stages(repo_root, stage)
+        assert all(where[u] < where[stage] for u in upstream) and where[stage] == 1 + max(where[u] for u in upstream)
