@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a schedule key of the row, e.g. --train lr=0.001 (YAML value)")
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model key of the row, e.g. --model mask_channels=32 (YAML value)")
+    parser.add_argument("--transforms", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a training-transform key of the row, e.g. --transforms min_size_range=null")
     parser.add_argument("--plot", action="append", default=[], metavar="LABEL=CSV",
                         help="no training: draw PQ_th of earlier runs' CSVs in one figure (<out>.png)")
     parser.add_argument("--title", default=PLOT_TITLE, help="the --plot figure's title")
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                          "decay_steps": [max(1, round(s * args.length / old["length"])) for s in old["decay_steps"]]}
     cfg_dict["train"].update(_key_values(args.train, "--train"))
     cfg_dict["model"].update(_key_values(args.model, "--model"))
+    cfg_dict["data"]["transforms"].update(_key_values(args.transforms, "--transforms"))
     cfg_dict["run"].update(checkpoint_every=args.every, keep_checkpoints=10_000)
     cfg_dict["output_dir"] = work
     cfg = load_experiment_config(cfg_dict)

@@ -50,11 +50,11 @@ def _batch(size: tuple[int, int], count: int):
     from spatialflow.data.synthetic import generate_synthetic
     from spatialflow.data.transforms import Compose, RandomHorizontalFlip, ResizeShorterSide
 
-    folder = tempfile.mkdtemp(prefix="spatialflow-bench-train-")
-    split = generate_synthetic(folder, "shapes-coco", num_train=count, num_val=1, num_test=1, size=size)["train"]
-    data = PanopticDataset(split.json_path, split.png_dir, split.image_dir,
-                           Compose([ResizeShorterSide(min(size), max(size)), RandomHorizontalFlip(0.0)]))
-    return collate([data[i] for i in range(count)])
+    with tempfile.TemporaryDirectory(prefix="spatialflow-bench-train-") as folder:  # the batch is read into memory
+        split = generate_synthetic(folder, "shapes-coco", num_train=count, num_val=1, num_test=1, size=size)["train"]
+        data = PanopticDataset(split.json_path, split.png_dir, split.image_dir,
+                               Compose([ResizeShorterSide(min(size), max(size)), RandomHorizontalFlip(0.0)]))
+        return collate([data[i] for i in range(count)])
 
 
 def run(args: argparse.Namespace) -> int:
