@@ -34,17 +34,12 @@ def plan_path(root: str | Path = ".") -> Path:
 def planned_stages(root: str | Path) -> list[str]:
     """The stages ``dvc repro`` will run: each stale one and every stage downstream of one, in DVC's
     topological generations."""
-    import networkx as nx
+    from spatialflow_repro.workers import downstream_stages, generations, stage_graph, stale_stages
 
-    from spatialflow_repro.workers import _dag, generations, stale_stages
-
-    order = [stage for generation in generations(root) for stage in generation]
-    stale = set(stale_stages(root, order))
-    graph = _dag(root)  # edges point from a stage to the stages it depends on
-    by_name = {node.addressing: node for node in graph.nodes}
-    for name in list(stale):
-        stale |= {node.addressing for node in nx.ancestors(graph, by_name[name])}
-    return [stage for stage in order if stage in stale]
+    graph = stage_graph(root)
+    order = [stage for generation in generations(root, graph) for stage in generation]
+    planned = downstream_stages(graph, stale_stages(root, order))
+    return [stage for stage in order if stage in planned]
 
 
 def write_plan(root: str | Path, stages: Sequence[str], clock=time.time) -> Path:

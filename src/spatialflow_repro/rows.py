@@ -136,7 +136,7 @@ def training_cost(name: str, params: dict) -> float:
     kernel), with the row's size overrides (Table 6's multi-scale range) applied."""
     row, profile = row_and_profile(name, params)
     short, longest = resolve_size(row, profile)
-    overrides = (profile["training"].get("row_overrides") or {}).get(name) or {}
+    overrides = row_overrides(name, params, profile)  # checked, as experiment_config applies them
     if overrides.get("min_size_range"):
         short, longest = max(overrides["min_size_range"]), overrides.get("max_size", longest)
     dcn = 3.0 if "dcn" in row["preset"] else 1.0

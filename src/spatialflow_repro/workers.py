@@ -60,7 +60,7 @@ def dvc(*args: str) -> list[str]:
 # ------------------------------------------------------------------------------------------- the DAG
 
 
-def _dag(root: str | Path):
+def stage_graph(root: str | Path):
     """DVC's own graph of the stages of ``dvc.yaml``: an edge goes from a stage to a stage it depends on."""
     from dvc.repo import Repo
 
@@ -68,23 +68,36 @@ def _dag(root: str | Path):
         return repo.index.graph
 
 
-def generations(root: str | Path) -> list[list[str]]:
+def generations(root: str | Path, graph=None) -> list[list[str]]:
     """Every stage of ``dvc.yaml`` in topological generations, each stage in the earliest one it can run in
     (right after everything it needs): the rows that need no search train alongside Table 1's, rather than
-    alone just before the stages that need them."""
+    alone just before the stages that need them. ``graph``: :func:`stage_graph`'s, if already built."""
     import networkx as nx
 
+    graph = stage_graph(root) if graph is None else graph
     return [sorted(stage.addressing for stage in generation)
-            for generation in nx.topological_generations(_dag(root).reverse(copy=False))]
+            for generation in nx.topological_generations(graph.reverse(copy=False))]
 
 
 def upstream_stages(root: str | Path, stage: str) -> list[str]:
     """The stages whose outputs ``stage`` depends on, directly or not."""
     import networkx as nx
 
-    graph = _dag(root)
+    graph = stage_graph(root)
     node = next(s for s in graph.nodes if s.addressing == stage)
     return sorted(s.addressing for s in nx.descendants(graph, node))
+
+
+def downstream_stages(graph, stages: Sequence[str]) -> set[str]:
+    """``stages`` and every stage that depends on one of them, directly or not (in :func:`stage_graph`'s
+    ``graph``)."""
+    import networkx as nx
+
+    by_name = {node.addressing: node for node in graph.nodes}
+    found = set(stages)
+    for name in stages:
+        found |= {node.addressing for node in nx.ancestors(graph, by_name[name])}
+    return found
 
 
 def stale_stages(root: str | Path, stages: Sequence[str]) -> list[str]:
