@@ -149,7 +149,7 @@ class MlflowCallback(Callback):
         self.close_wait_s = close_wait_s
         self.output_dir: Path | None = None
         self.pending_path: Path | None = None
-        self._staging = Path(tempfile.mkdtemp(prefix="spatialflow-mlflow-"))
+        self._staging: Path | None = None  # a temporary folder for files to upload, made on first use
         self._client = None
         self._next_try = 0.0
         self._warned = False
@@ -191,7 +191,7 @@ class MlflowCallback(Callback):
         if "seed" not in self.state["tags"]:
             self.set_tags({"seed": cfg.train.seed})
         self.log_params(resolved_params(experiment_to_dict(cfg)))
-        config_file = self._staging / "config.yaml"
+        config_file = self._staged("config.yaml")
         config_file.write_text(experiment_to_yaml(cfg), encoding="utf-8")
         self.state["artifacts"].append([str(config_file), None])
         self._flush()
@@ -239,7 +239,7 @@ class MlflowCallback(Callback):
         """Final PQ/SQ/RQ (All/Things/Stuff) and timing as metrics; the metrics as ``metrics.json`` plus the
         given files (e.g. a few prediction PNGs) as artifacts under ``results/``."""
         self.log_metrics({**pq_metrics(metrics), **(timing or {})})
-        metrics_file = self._staging / "metrics.json"
+        metrics_file = self._staged("metrics.json")
         metrics_file.write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
         self.log_artifacts([metrics_file, *artifacts], artifact_path="results")
 
@@ -250,11 +250,24 @@ class MlflowCallback(Callback):
         self.state["status"] = status
         for attempt in range(self.close_retries):
             if self._flush(force=True):
-                shutil.rmtree(self._staging, ignore_errors=True)
+                self._remove_staging()
                 return None
             if attempt + 1 < self.close_retries:
                 time.sleep(self.close_wait_s)
-        return self._write_pending()
+        pending = self._write_pending()
+        self._remove_staging()  # _write_pending copied what is staged next to the pending file
+        return pending
+
+    def _staged(self, name: str) -> Path:
+        """``name`` in this run's staging folder (created on first use; removed when the run is closed)."""
+        if self._staging is None:
+            self._staging = Path(tempfile.mkdtemp(prefix="spatialflow-mlflow-"))
+        return self._staging / name
+
+    def _remove_staging(self) -> None:
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
 
     def __enter__(self) -> MlflowCallback:
         return self
@@ -297,7 +310,7 @@ class MlflowCallback(Callback):
         kept = folder / "mlflow_pending_artifacts"
         artifacts = []
         for local, artifact_path in state["artifacts"]:
-            if Path(local).parent == self._staging:
+            if self._staging is not None and Path(local).parent == self._staging:
                 kept.mkdir(parents=True, exist_ok=True)
                 local = str(shutil.copy2(local, kept / Path(local).name))
             artifacts.append([local, artifact_path])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import tempfile
 
 import pytest
 
@@ -42,9 +43,12 @@ def _unused_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_server_never_stops_training_and_logs_are_replayed(tmp_path):
+def test_unreachable_server_never_stops_training_and_logs_are_replayed(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
+    temporary = tmp_path / "tmp"  # where the callback stages its uploads: empty again once it is closed
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     down = f"http://127.0.0.1:{_unused_port()}"  # nothing listens there
     cfg = toy_config(tmp_path / "run", length=10, log_every=5)
     with pytest.warns(UserWarning, match="MLflow tracking at .* failed"):
@@ -55,6 +59,7 @@ def test_unreachable_server_never_stops_training_and_logs_are_replayed(tmp_path)
             pending = tracker.close()
     assert result.iterations == 10
     assert pending == tmp_path / "run" / "mlflow_pending.json"
+    assert list(temporary.glob("spatialflow-mlflow-*")) == []  # config.yaml was copied next to the pending file
     saved = json.loads(pending.read_text())
     assert saved["run_id"] is None and saved["status"] == "FINISHED"
     assert sorted({m[3] for m in saved["metrics"] if m[0] == "loss/total"}) == [5, 10]
