@@ -122,12 +122,13 @@ def resolve_depth(row: dict, profile: dict) -> int:
 PAPER_BACKBONES = {"R50": "ResNet-50", "R101": "ResNet-101"}
 
 
-def row_schedule(row: dict, profile: dict) -> dict:
-    """The profile's schedule for the row's dataset, with the row's own ``schedule`` keys over it."""
+def row_schedule(row: dict, profile: dict, overrides: dict | None = None) -> dict:
+    """The profile's schedule for the row's dataset, with the row's own ``schedule`` keys over it, then the
+    ``schedule`` keys of the row's profile overrides (:func:`row_overrides`; e.g. Table 6's tiny row)."""
     schedules = profile["training"].get("schedule") or {}
     if row["dataset"] not in schedules:
         raise ConfigError(f"profiles.{profile['name']}.training.schedule: has no entry for dataset {row['dataset']!r}")
-    return {**schedules[row["dataset"]], **(row.get("schedule") or {})}
+    return {**schedules[row["dataset"]], **(row.get("schedule") or {}), **((overrides or {}).get("schedule") or {})}
 
 
 def training_cost(name: str, params: dict) -> float:
@@ -140,17 +141,22 @@ def training_cost(name: str, params: dict) -> float:
     if overrides.get("min_size_range"):
         short, longest = max(overrides["min_size_range"]), overrides.get("max_size", longest)
     dcn = 3.0 if "dcn" in row["preset"] else 1.0
-    return (len(row_seeds(name, params)) * float(row_schedule(row, profile)["length"]) * short * longest
+    return (len(row_seeds(name, params)) * float(row_schedule(row, profile, overrides)["length"]) * short * longest
             * resolve_depth(row, profile) * dcn)
 
 
-def describe_row(row: dict, profile: dict) -> str:
-    """One line saying what a row ran and which paper setting it stands for."""
+def describe_row(row: dict, profile: dict, overrides: dict | None = None) -> str:
+    """One line saying what a row ran and which paper setting it stands for (``overrides``: the row's
+    :func:`row_overrides`, e.g. a multi-scale range and a schedule of its own)."""
     depth = resolve_depth(row, profile)
     short, longest = resolve_size(row, profile)
+    overrides = overrides or {}
+    if overrides.get("min_size_range"):
+        low, high = overrides["min_size_range"]
+        short, longest = f"{low}-{high}", overrides.get("max_size", longest)
     dataset = profile["datasets"][row["dataset"]]
     data = dataset.get("preset", dataset["kind"])
-    schedule = row_schedule(row, profile)
+    schedule = row_schedule(row, profile, overrides)
     paper_size = "Cityscapes crops" if row["size"] == "cityscapes" else f"{row['size']} px"
     extra = ", DCN" if row["preset"] == "spatialflow_dcn" else ""
     if row.get("init_from"):
@@ -165,7 +171,9 @@ def describe_row(row: dict, profile: dict) -> str:
 
 # What ``profiles.<p>.training.row_overrides.<row>`` may change, and where it goes in the experiment config.
 # ``model`` is a mapping of model switches merged into the profile's ``training.model`` (Table 7 "-COCO-M").
-ROW_OVERRIDE_KEYS = {"min_size_range": "transforms", "max_size": "transforms", "amp": "train", "model": "model"}
+# ``schedule`` is a mapping of keys of the profile's schedule for the row's dataset (a schedule of its own).
+ROW_OVERRIDE_KEYS = {"min_size_range": "transforms", "max_size": "transforms", "amp": "train", "model": "model",
+                     "schedule": "train"}
 
 
 def row_overrides(name: str, params: dict, profile: dict) -> dict[str, Any]:
@@ -184,6 +192,15 @@ def row_overrides(name: str, params: dict, profile: dict) -> dict[str, Any]:
                 raise ConfigError(f"{where}.{row_name}.{key}: unknown key (allowed: {sorted(ROW_OVERRIDE_KEYS)})")
         if not isinstance(keys.get("model", {}), dict):
             raise ConfigError(f"{where}.{row_name}.model: must be a mapping of model switches, got {keys['model']!r}")
+        if "schedule" in keys:
+            known = (profile["training"].get("schedule") or {}).get(rows[row_name]["dataset"]) or {}
+            if not isinstance(keys["schedule"], dict):
+                raise ConfigError(f"{where}.{row_name}.schedule: must be a mapping of schedule keys, got "
+                                  f"{keys['schedule']!r}")
+            for key in keys["schedule"]:
+                if key not in known:
+                    raise ConfigError(f"{where}.{row_name}.schedule.{key}: not a key of the row's schedule "
+                                      f"(keys: {', '.join(sorted(known))})")
     return dict(overrides.get(name) or {})
 
 
@@ -211,7 +228,8 @@ def experiment_config(
     if dataset_name not in manifest:
         raise ConfigError(f"row {name!r} needs dataset {dataset_name!r}, which the data stage did not prepare")
     dataset = manifest[dataset_name]
-    schedule = row_schedule(row, profile)
+    overrides = row_overrides(name, params, profile)
+    schedule = row_schedule(row, profile, overrides)
     short, longest = resolve_size(row, profile)
     depth = resolve_depth(row, profile)
     model = {
@@ -229,7 +247,9 @@ def experiment_config(
     scale_crop = schedule.pop("scale_crop", None)
     transforms = {"min_size": short, "max_size": longest, "flip": 0.5, "scale_crop": scale_crop}
     train = {**schedule, "seed": int(seed), "amp": training.get("amp", "none")}
-    for key, value in row_overrides(name, params, profile).items():
+    for key, value in overrides.items():
+        if key == "schedule":
+            continue  # in row_schedule above
         if key == "model":
             if WEIGHT in value:
                 raise ConfigError(f"profiles.{profile['name']}.training.row_overrides.{name}.model.{WEIGHT}: set "

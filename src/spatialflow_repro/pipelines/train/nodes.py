@@ -25,6 +25,7 @@ from spatialflow_repro.pipelines.train.launch_row import RESULT_FILE, torchrun_c
 from spatialflow_repro.rows import (
     active_profile,
     describe_row,
+    row_overrides,
     experiment_config,
     row_and_profile,
     WEIGHT,
@@ -134,7 +135,7 @@ def train_row(row_name: str, params: dict, manifest: dict, run_folder: str, mode
         seeds = [train_seed(c, row_name, row, profile, c["train"]["seed"]) for c in configs]
     seeds = [publish_seed(c["output_dir"], Path(model_folder) / f"seed{s['seed']}", s) for c, s in zip(configs, seeds)]
     return {"row": row_name, "profile": profile["name"], "tables": row["tables"], WEIGHT: weight,
-            f"{WEIGHT}_source": weight_source, "ran": describe_row(row, profile), "seeds": seeds}
+            f"{WEIGHT}_source": weight_source, "ran": describe_row(row, profile, row_overrides(row_name, params, profile)), "seeds": seeds}
 
 
 def search_stuff_loss_weight(params: dict, *search_row_metrics: dict) -> tuple[dict, dict]:
