@@ -34,6 +34,7 @@ $(STAMP): requirements.lock pyproject.toml
 JOBS ?= 2
 repro: install
 	python -m spatialflow_repro check-params
+	export SPATIALFLOW_REPRO_PLAN="$(CURDIR)/.dvc/tmp/repro-plan.json"; \
 	if [ "$(JOBS)" -gt 1 ]; then python -m spatialflow_repro rows --jobs $(JOBS); \
 	else python -m spatialflow_repro plan && dvc repro; fi
 

@@ -9,7 +9,8 @@ command) and prints, through the Kedro hook ``spatialflow_repro.hooks.StageProgr
     [make repro 0:42:10] stage 14 of 45: train@t2_baseline
     [make repro 0:46:22] stage 14 of 45: train@t2_baseline done in 4 min 12 s
 
-One line each, so a log file stays readable; a stage run on its own (no plan, or not in it) says its name.
+One line each, so a log file stays readable; a stage run on its own (a plain ``dvc repro``, or a stage not in
+the plan) says its name.
 """
 
 from __future__ import annotations
@@ -76,10 +77,12 @@ def banner(stage: str, plan: dict[str, Any] | None, now: float, took: float | No
 
 
 def say_stage(clock: float, took: float | None = None, out=None) -> None:
-    """Print the banner of the DVC stage this process runs (``$DVC_STAGE``; nothing outside ``dvc repro``)."""
+    """Print the banner of the DVC stage this process runs (``$DVC_STAGE``; nothing outside ``dvc repro``).
+    Stages are numbered only under ``make repro``, which names its plan in ``$SPATIALFLOW_REPRO_PLAN``; a
+    ``dvc repro`` typed later would otherwise count from the plan an earlier ``make repro`` left."""
     stage = os.environ.get("DVC_STAGE")
     if stage:
-        plan = read_plan(plan_path(os.environ.get("DVC_ROOT", ".")))
+        plan = read_plan(plan_path(os.environ.get("DVC_ROOT", "."))) if os.environ.get(PLAN_ENV) else None
         print(banner(stage, plan, clock, took), file=out or sys.stderr, flush=True)
 
 

@@ -43,6 +43,20 @@ def test_the_hook_reads_dvc_stage_and_the_plan(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_plain_dvc_repro_ignores_the_plan_an_earlier_make_repro_left(tmp_path, monkeypatch, capsys):
+    """Only `make repro` (which sets $SPATIALFLOW_REPRO_PLAN) numbers the stages; a `dvc repro` typed later
+    would otherwise count from the old plan's start ("[make repro 3:11:07] stage 37 of 62")."""
+    monkeypatch.delenv(repro_progress.PLAN_ENV, raising=False)
+    repro_progress.write_plan(tmp_path, PLAN["stages"], clock=lambda: 1000.0)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_STAGE", "tables")
+    repro_progress.say_stage(5000.0)
+    assert capsys.readouterr().err == "[stage] tables\n"
+    monkeypatch.setenv(repro_progress.PLAN_ENV, str(repro_progress.plan_path(tmp_path)))
+    repro_progress.say_stage(5000.0)
+    assert capsys.readouterr().err == "[make repro 1:06:40] stage 4 of 4: tables\n"
+
+
 def test_write_plan_is_read_back(tmp_path, monkeypatch):
     monkeypatch.delenv(repro_progress.PLAN_ENV, raising=False)
     path = repro_progress.write_plan(tmp_path, ["a", "b"], clock=lambda: 5.0)
@@ -56,8 +70,8 @@ def test_training_cost_orders_the_long_rows_first(repo_root):
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     # t2_baseline: 3 seeds x 1200 x 96 x 128 x 18; t2_subnets the same with one seed
     assert training_cost("t2_baseline", params) == 3 * training_cost("t2_subnets", params)
-    # t6 DCN: 1 seed x 1200 x 168 x 192 (its multi-scale range) x 34 x 3
-    assert training_cost("t6_r101_dcn", params) == 1200 * 168 * 192 * 34 * 3.0
+    # t6 DCN: 1 seed x 2400 (its own schedule) x 168 x 192 (its multi-scale range) x 34 x 3
+    assert training_cost("t6_r101_dcn", params) == 2400 * 168 * 192 * 34 * 3.0
     stages = ["train@t2_subnets", "train@t2_baseline", "train@t6_r101_dcn", "train@t2_reg_cls"]
     assert longest_first(repo_root, stages) == ["train@t6_r101_dcn", "train@t2_baseline", "train@t2_subnets",
                                                 "train@t2_reg_cls"]

@@ -9,7 +9,7 @@ import yaml
 
 from spatialflow.engine.config import load_experiment_config
 from spatialflow.errors import ConfigError
-from spatialflow_repro.rows import experiment_config, trained_rows
+from spatialflow_repro.rows import active_profile, describe_row, experiment_config, row_overrides, trained_rows, training_cost
 
 SPLITS = {"train": {"json": "t.json", "png_dir": "t", "image_dir": "ti"},
           "val": {"json": "v.json", "png_dir": "v", "image_dir": "vi"}}
@@ -43,6 +43,25 @@ def test_tiny_t6_range_is_scaled_by_96_over_800(params):
     assert cfg["data"]["transforms"]["max_size"] == 192 and cfg["data"]["transforms"]["min_size"] == 96
     assert cfg["train"]["amp"] == "none"
     assert load_experiment_config(cfg).data.transforms.min_size_range == (48, 168)
+
+
+def test_tiny_t6_has_a_schedule_of_its_own_and_says_so(params):
+    """2400 iterations, decays at 80 / 95 % (1920, 2280); every other key is the profile's COCO-like
+    schedule; the row's description (the tables' "ran") names the range and the length."""
+    cfg = _config(params, "tiny", "t6_r101_dcn")
+    profile_schedule = params["profiles"]["tiny"]["training"]["schedule"]["coco"]
+    assert cfg["train"]["length"] == 2400 and cfg["train"]["decay_steps"] == [1920, 2280]
+    assert {k: v for k, v in cfg["train"].items() if k not in ("length", "decay_steps", "seed", "amp")} == \
+        {k: v for k, v in profile_schedule.items() if k not in ("length", "decay_steps")}
+    assert load_experiment_config(cfg).train.length == 2400
+    tiny = dict(params, profile="tiny")
+    profile = active_profile(tiny)
+    row = trained_rows(tiny)["t6_r101_dcn"]
+    assert describe_row(row, profile, row_overrides("t6_r101_dcn", tiny, profile)).startswith(
+        "ResNet-34, DCN, shorter side 48-168 px (max 192), shapes-coco, 2400 iterations -- ")
+    # the cost that orders work: seeds x length x area x depth x 3 (DCN) = 1 x 2400 x 168 x 192 x 34 x 3
+    assert training_cost("t6_r101_dcn", tiny) == 2400 * 168 * 192 * 34 * 3
+    assert _config(params, "tiny", "t4_r101_800")["train"]["length"] == profile_schedule["length"] == 1200
 
 
 @pytest.mark.parametrize("profile, row, short, longest", [
@@ -87,6 +106,10 @@ def test_model_override_is_a_mapping(params):
     ({"t6_r101_dnc": {"amp": "fp16"}}, "profiles.coco.training.row_overrides.t6_r101_dnc: not a trained row"),
     ({"t6_r101_dcn": {"min_size_rnage": [1, 2]}},
      "profiles.coco.training.row_overrides.t6_r101_dcn.min_size_rnage: unknown key"),
+    ({"t6_r101_dcn": {"schedule": {"lenght": 10}}},
+     "profiles.coco.training.row_overrides.t6_r101_dcn.schedule.lenght: not a key of the row's schedule"),
+    ({"t6_r101_dcn": {"schedule": 2400}},
+     "profiles.coco.training.row_overrides.t6_r101_dcn.schedule: must be a mapping of schedule keys"),
 ])
 def test_a_bad_override_is_one_line_naming_its_key(params, overrides, message):
     bad = copy.deepcopy(params)

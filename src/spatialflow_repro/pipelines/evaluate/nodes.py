@@ -126,7 +126,8 @@ def _evaluate(row_name: str, params: dict, training: dict, split_role: str, tta_
     return {
         "row": row_name, "profile": profile["name"], "tables": row["tables"], "split": split_role,
         "stuff_loss_weight": training["stuff_loss_weight"], "preset": row["preset"], "backbone": row["backbone"],
-        "size": str(row["size"]), "dataset": row["dataset"], "ran": training["ran"], "tta": tta_name,
+        "size": str(row["size"]), "dataset": row["dataset"], "ran": training["ran"],
+        "schedule": training.get("schedule"), "tta": tta_name,
         "inference": inference,
         "has_ground_truth": mean is not None, "seeds": [s["seed"] for s in per_seed], "per_seed": per_seed,
         "summary": mean, "summary_std": std,

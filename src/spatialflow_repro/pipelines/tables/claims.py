@@ -93,6 +93,7 @@ class RowStats:
     row: str
     values: tuple[float, ...]  # PQ of each seed
     dataset: str | None
+    schedule: str | None = None  # "1200 iterations": what the row trained for, where its metrics say
 
     @property
     def n(self) -> int:
@@ -110,7 +111,9 @@ def row_stats(table: int, row: str | None, metrics: RowMetrics) -> RowStats | No
     if row_metrics is None or row_metrics.get("skipped") or not row_metrics.get("has_ground_truth", True):
         return None
     values = tuple(float(v[METRIC]) for v in seed_metrics(row_metrics, source))
-    return RowStats(row, values, row_metrics.get("dataset"))
+    schedule = row_metrics.get("schedule") or {}
+    length = f"{schedule['length']} {schedule['unit']}s" if schedule.get("length") else None
+    return RowStats(row, values, row_metrics.get("dataset"), length)
 
 
 def pooled_std(rows: list[RowStats]) -> float | None:
@@ -145,9 +148,12 @@ def compare(a: RowStats, b: RowStats, pooled: dict[str, float | None]) -> dict[s
     sb, nb_text = _spread(b, pooled)
     diff = a.mean - b.mean
     se = None if sa is None or sb is None else math.sqrt(sa**2 / a.n + sb**2 / b.n)
-    return {"diff": round(diff, 2), "se": None if se is None else round(se, 2), "verdict": verdict(diff, se),
-            "better_mean": round(a.mean, 2), "worse_mean": round(b.mean, 2), "seeds": f"{na_text} vs {nb_text}",
-            "uses_pooled_spread": a.n < 2 or b.n < 2, "better_seeds": a.n, "worse_seeds": b.n}
+    out = {"diff": round(diff, 2), "se": None if se is None else round(se, 2), "verdict": verdict(diff, se),
+           "better_mean": round(a.mean, 2), "worse_mean": round(b.mean, 2), "seeds": f"{na_text} vs {nb_text}",
+           "uses_pooled_spread": a.n < 2 or b.n < 2, "better_seeds": a.n, "worse_seeds": b.n}
+    if a.schedule and b.schedule and a.schedule != b.schedule:
+        out["schedules"] = f"{a.schedule} vs {b.schedule}"  # the difference includes the schedule's
+    return out
 
 
 def _claim1(metrics: RowMetrics, pooled: dict[str, float | None], paper: dict) -> dict[str, Any]:
@@ -266,6 +272,11 @@ def render_claims(report: dict[str, Any]) -> str:
              f"Pooled seed standard deviation of PQ used for single-seed rows: {pooled}.", "",
              *_seed_counts_line(report.get("seeds_per_row") or {}),
              table.to_markdown(index=False, disable_numparse=True)]
+    for claim in report["claims"]:
+        for c in claim["comparisons"]:
+            if c.get("schedules"):
+                lines += ["", f"Claim {claim['number']} compares rows trained for different lengths: `{c['better']}` "
+                              f"vs `{c['worse']}`, {c['schedules']}; its difference includes the longer schedule's."]
     if report["claims"] and report["claims"][0].get("pq_by_lambda"):
         by = report["claims"][0]["pq_by_lambda"]
         lines += ["", "Claim 1, mean PQ by lambda: " + ", ".join(f"λ={k}: {v:.1f}" for k, v in by.items()) + "."]

@@ -32,6 +32,7 @@ from spatialflow_repro.rows import (
     profile_stuff_loss_weight,
     row_stuff_loss_weight,
     row_runs_in_profile,
+    row_schedule,
     row_seeds,
     skipped_row,
     trained_rows,
@@ -134,8 +135,11 @@ def train_row(row_name: str, params: dict, manifest: dict, run_folder: str, mode
     else:
         seeds = [train_seed(c, row_name, row, profile, c["train"]["seed"]) for c in configs]
     seeds = [publish_seed(c["output_dir"], Path(model_folder) / f"seed{s['seed']}", s) for c, s in zip(configs, seeds)]
+    overrides = row_overrides(row_name, params, profile)
+    schedule = row_schedule(row, profile, overrides)
     return {"row": row_name, "profile": profile["name"], "tables": row["tables"], WEIGHT: weight,
-            f"{WEIGHT}_source": weight_source, "ran": describe_row(row, profile, row_overrides(row_name, params, profile)), "seeds": seeds}
+            f"{WEIGHT}_source": weight_source, "ran": describe_row(row, profile, overrides),
+            "schedule": {"length": schedule["length"], "unit": schedule["unit"]}, "seeds": seeds}
 
 
 def search_stuff_loss_weight(params: dict, *search_row_metrics: dict) -> tuple[dict, dict]:
