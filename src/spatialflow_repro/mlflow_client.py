@@ -20,6 +20,7 @@ Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo root>/mlflo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from spatialflow.engine.trainer import Callback, TrainResult
 from spatialflow.utils.atomic import atomic_write_json
 
 PENDING_FILE = "mlflow_pending.json"
+STAGED_FILES = ("config.yaml", "metrics.json")  # what a callback writes to its staging folder to upload
 PARENT_RUN_TAG = "mlflow.parentRunId"  # nests a run under another in the runs table
 PARENT_NAME_TAG = "spatialflow.parent"  # marks the parent run of one table: its value is the table name
 RUN_KEY_TAG = "spatialflow.run_key"  # identifies a run before MLflow has given it an id (outages)
@@ -259,14 +261,22 @@ class MlflowCallback(Callback):
         return pending
 
     def _staged(self, name: str) -> Path:
-        """``name`` in this run's staging folder (created on first use; removed when the run is closed)."""
+        """``name`` (one of :data:`STAGED_FILES`) in this run's staging folder (created on first use; its files
+        removed when the run is closed)."""
+        if name not in STAGED_FILES:
+            raise ValueError(f"{name!r} is not one of the staged files {STAGED_FILES}")
         if self._staging is None:
             self._staging = Path(tempfile.mkdtemp(prefix="spatialflow-mlflow-"))
         return self._staging / name
 
     def _remove_staging(self) -> None:
+        """Remove the files this callback staged itself (uploaded, or copied next to the pending file), then
+        the folder if it is empty: nothing else is ever deleted."""
         if self._staging is not None:
-            shutil.rmtree(self._staging, ignore_errors=True)
+            for name in STAGED_FILES:
+                (self._staging / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: something else is in it, so it stays
+                self._staging.rmdir()
             self._staging = None
 
     def __enter__(self) -> MlflowCallback:

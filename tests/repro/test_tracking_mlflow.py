@@ -192,3 +192,17 @@ def test_rows_are_comparable_in_the_mlflow_ui(tmp_path, monkeypatch):
         figures = [a.path for a in client.list_artifacts(run_ids[name], "figures")]
         assert figures == ["figures/panoptic_overlays.png"]
     assert client.list_artifacts(run_ids["t1_lambda_0_25"], "figures") == []
+
+
+def test_closing_removes_only_the_files_the_callback_staged(tmp_path, monkeypatch):
+    """A file someone else put in the staging folder survives close(), and so does the folder with it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    tracker = mlflow_client.MlflowCallback("engine-test", "row-b", tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    staged = tracker._staged("metrics.json")
+    staged.write_text("{}")
+    stranger = staged.parent / "weights.pt"
+    stranger.write_text("trained")
+    tracker.close()
+    assert not staged.exists() and stranger.read_text() == "trained"
+    with pytest.raises(ValueError, match="not one of the staged files"):
+        tracker._staged("weights.pt")
