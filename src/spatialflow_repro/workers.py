@@ -5,15 +5,18 @@ of the head's state, with ``dvc repro --single-item`` there. Its outputs and the
 reach the head through a cache both use (one machine) or the team's DVC remote (``dvc push --run-cache``;
 a cluster). The *head* then runs ``dvc repro`` on that stage: "Stage ... is cached - skipping run, checking
 out outputs": it trains nothing and writes the only ``dvc.lock`` (the workers' are thrown away, never
-merged). DVC's DAG decides the order: the stages go in topological generations, a generation's stale
-training stages go to the workers, then the head runs the whole generation.
+merged). DVC's DAG decides the order: each stage runs as soon as the stages it needs are done (no
+generation waits for its slowest row); the stale training stages go to the workers, the one that starts the
+longest chain of training first (Table 1's rows, whose search the COCO-like rows wait for, then Table 6's
+deformable row), and the head runs everything else.
 
 - One machine (:func:`train_rows_here`): ``jobs`` git worktrees at a snapshot of the workspace (``git commit-
   tree``: edits and new files included, nothing in the workspace touched), sharing the head's DVC cache and its
-  training working area ``data/runs`` (an interrupted row resumes), each row with ``cpus / jobs`` threads.
-- A cluster (:func:`train_rows_with_submitit`): a SLURM array through submitit (its local executor where
-  there is no SLURM); each job clones the head's repository at the snapshot (``refs/spatialflow/rows``) and
-  runs ``python -m spatialflow_repro train-stage``, the one command any other scheduler can run too.
+  training working area ``data/runs`` (an interrupted row resumes), each row on its own ``cpus / jobs`` CPUs.
+- A cluster (:func:`train_rows_with_submitit`): a SLURM job per row through submitit (its local executor
+  where there is no SLURM), ``jobs`` at a time; each job clones the head's repository at the snapshot
+  (``refs/spatialflow/rows``) and runs ``python -m spatialflow_repro train-stage``, the one command any other
+  scheduler can run too.
 
 A worker refuses, before training, a checkout whose commit, tracked files or upstream data differ from the
 head's: what it trained would be a row the head cannot use.
@@ -28,7 +31,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from spatialflow.errors import ConfigError
@@ -36,6 +39,7 @@ from spatialflow.errors import ConfigError
 TRAINING_STAGES = ("table1", "train", "train_pretrained")
 SNAPSHOT_REF = "refs/spatialflow/rows"
 WORKING_AREA = "data/runs"
+CPUS_ENV = "SPATIALFLOW_WORKER_CPUS"
 
 
 def is_training(stage: str) -> bool:
@@ -157,6 +161,7 @@ def train_stage(checkout: str | Path, stage: str, commit: str, push: bool = Fals
     """The worker: check the checkout is the head's, get the upstream outputs (from the shared cache, or
     ``dvc pull`` from the remote when ``push``) and check them, train ``stage`` alone, and with ``push`` send
     its outputs and run-cache entry to the remote."""
+    keep_to_cpus(os.environ.get(CPUS_ENV))
     if not is_training(stage):
         raise ConfigError(f"{stage}: not a training stage ({', '.join(s + '@<row>' for s in TRAINING_STAGES)})")
     check_commit(checkout, commit)
@@ -173,43 +178,138 @@ def train_stage(checkout: str | Path, stage: str, commit: str, push: bool = Fals
 
 
 def longest_first(root: str | Path, stages: list[str]) -> list[str]:
-    """Training stages ordered by their estimated cost, largest first (so that no long row starts last and
-    trains alone while the other workers idle); ties keep their order."""
+    """Training stages ordered by their estimated cost, largest first; ties keep their order."""
+    costs = training_costs(root, stages)
+    return sorted(stages, key=lambda stage: -costs[stage])
+
+
+def training_costs(root: str | Path, stages: Sequence[str]) -> dict[str, float]:
+    """Each training stage's estimated cost (:func:`spatialflow_repro.rows.training_cost`: relative, not a
+    time)."""
     from spatialflow.utils.yaml_io import read_yaml
     from spatialflow_repro.rows import training_cost
 
     params = read_yaml(Path(root) / "params.yaml")
-    return sorted(stages, key=lambda stage: -training_cost(stage.split("@", 1)[1], params))
+    return {stage: training_cost(stage.split("@", 1)[1], params) for stage in stages}
 
 
-def collect_rows(root: str | Path, run_workers: Callable[[list[str], str], None], pull: bool = False,
+def critical_path(upstream: dict[str, set[str]], costs: dict[str, float]) -> dict[str, float]:
+    """For each stage, the cost of the longest chain of training it starts: its own cost (0 for a stage that
+    trains nothing) plus the largest such chain among the stages that need it, directly or not. The workers
+    take the ready stage with the longest chain first, so that Table 1's rows (whose search the COCO-like
+    rows wait for) and then Table 6's deformable row start before the rows nothing waits for."""
+    downstream: dict[str, set[str]] = {stage: set() for stage in upstream}
+    for stage, needs in upstream.items():
+        for need in needs:
+            downstream[need].add(stage)
+    chain: dict[str, float] = {}
+    for stage in sorted(upstream, key=lambda s: len(upstream[s]), reverse=True):  # downstream ones first
+        chain[stage] = costs.get(stage, 0.0) + max((chain[d] for d in downstream[stage]), default=0.0)
+    return chain
+
+
+def run_stages(order: Sequence[str], upstream: dict[str, set[str]], stale: Callable[[list[str]], list[str]],
+               run_head: Callable[[list[str]], None], start_worker: Callable[[str], Future], jobs: int,
+               chain: dict[str, float], say: Callable[[str], None] = print) -> None:
+    """The head's loop, as soon as each stage can run (no generation waits for its slowest row).
+
+    ``order``: every stage, each after the stages it needs; ``upstream[s]``: the stages ``s`` needs, directly
+    or not. Over and over: the head runs (``run_head``: its ``dvc repro``) every stage whose upstream stages
+    it has run, except the training stages ``stale`` finds changed once their upstream is done: those go to
+    the workers (``start_worker`` returns a future; at most ``jobs`` at once, the longest ``chain`` first) and
+    come back to the head when trained (it restores them from the run-cache). A free worker takes a waiting
+    stage before the head's work unless that work may make a stage with a longer chain ready (Table 1's
+    search before Table 6's row, not a Cityscapes-like row). A failed worker raises here; the executor behind
+    ``start_worker`` lets the running ones end."""
+    done: set[str] = set()
+    checked: set[str] = set()
+    waiting: list[str] = []  # stale training stages whose upstream is done
+    running: dict[Future, str] = {}
+
+    def dispatch(bar: float) -> None:  # the waiting stages with a chain of at least ``bar``, longest first
+        waiting.sort(key=lambda s: -chain.get(s, 0.0))
+        while waiting and len(running) < jobs and chain.get(waiting[0], 0.0) >= bar:
+            stage = waiting.pop(0)
+            running[start_worker(stage)] = stage
+
+    while len(done) < len(order):
+        ready = [s for s in order if s not in done and upstream[s] <= done]
+        new = [s for s in ready if is_training(s) and s not in checked]
+        checked.update(new)
+        waiting += stale(new) if new else []
+        # a free worker waits for the head only if the head's work may make a longer chain ready
+        dispatch(max((chain.get(s, 0.0) for s in order if is_training(s) and s not in checked), default=0.0))
+        head = [s for s in ready if s not in waiting and s not in running.values()]
+        if head:  # also the rows the workers have trained: the head restores them from the run-cache
+            run_head(head)
+            done.update(head)
+            continue
+        dispatch(float("-inf"))
+        if not running:
+            raise ConfigError(f"no stage can run: {', '.join(s for s in order if s not in done)}")
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            stage = running.pop(future)
+            future.result()  # a failed worker raises here
+            say(f"  {stage}: trained")
+
+
+def collect_rows(root: str | Path, start_worker: Callable[[str, str], Future], jobs: int, pull: bool = False,
                  say: Callable[[str], None] = print) -> None:
-    """Reproduce the pipeline in the head workspace ``root`` with every stale training stage trained by
-    ``run_workers(stages, commit)``: generation by generation, the workers train, then the head's
-    ``dvc repro`` (``--pull`` from the remote for a cluster) restores their rows from the run-cache and runs
-    the rest (data, evaluations, tables)."""
+    """Reproduce the pipeline in the head workspace ``root`` with every stale training stage trained by a
+    worker (``start_worker(stage, commit)``, at most ``jobs`` at once, :func:`run_stages`), at a snapshot of
+    the head's state taken as it starts; the head's ``dvc repro --single-item`` (``--pull`` from the remote
+    for a cluster) restores the workers' rows from the run-cache and runs the rest (data, evaluations,
+    tables) as soon as their inputs are there."""
+    import networkx as nx
+
     from spatialflow_repro.repro_progress import PLAN_ENV, planned_stages, write_plan
 
     os.environ[PLAN_ENV] = str(write_plan(root, planned_stages(root)))  # the workers' stage banners number by it
-    for number, generation in enumerate(generations(root), start=1):
-        training = longest_first(root, [s for s in stale_stages(root, generation) if is_training(s)])
-        if training:
-            commit = snapshot(root)
-            if pull:  # the workers pull what the head has made so far from the remote
-                _run(dvc("push"), root)
-            say(f"generation {number}: {len(training)} training stage(s) to the workers at {commit[:12]}: "
-                + ", ".join(training))
-            run_workers(training, commit)
-        _run(dvc("repro", *(["--pull"] if pull else []), "--single-item", *generation), root, capture=False)
+    graph = stage_graph(root)
+    order = [stage for generation in generations(root, graph) for stage in generation]
+    upstream = {node.addressing: {s.addressing for s in nx.descendants(graph, node)} for node in graph.nodes}
+    chain = critical_path(upstream, training_costs(root, [s for s in order if is_training(s)]))
+
+    def run_head(stages: list[str]) -> None:
+        _run(dvc("repro", *(["--pull"] if pull else []), "--single-item", *stages), root, capture=False)
+
+    def start(stage: str) -> Future:
+        if pull:  # the worker pulls what the head has made so far from the remote
+            _run(dvc("push"), root)
+        commit = snapshot(root)
+        say(f"to a worker at {commit[:12]}: {stage}")
+        return start_worker(stage, commit)
+
+    run_stages(order, upstream, lambda stages: stale_stages(root, stages), run_head, start, jobs, chain, say)
+
+
+def slot_cpus(slot: int, jobs: int) -> list[int]:
+    """The CPUs of worker slot ``slot`` of ``jobs``: this process's CPUs in ``jobs`` equal blocks (all of them
+    when there are fewer CPUs than slots). A row keeps to its block, so that a row of three single-threaded
+    seeds does not take three quarters of two cores from the one-seed row beside it."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    size = len(cpus) // jobs
+    return cpus[slot * size:(slot + 1) * size] if size else cpus
+
+
+def keep_to_cpus(value: str | None) -> None:
+    """Run this process and its children on the CPUs listed in ``value`` (``$SPATIALFLOW_WORKER_CPUS``,
+    e.g. ``0,1``; nothing where it is unset or the system cannot pin)."""
+    if value and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {int(cpu) for cpu in value.split(",")})
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"${CPUS_ENV}={value!r}: not CPUs of this machine ({error})") from None
 
 
 def train_rows_here(root: str | Path, jobs: int, gpus_per_job: int = 0, say: Callable[[str], None] = print) -> None:
     """The one-machine route: ``jobs`` training stages at a time, each in a git worktree of the head's state
-    sharing its DVC cache and its training working area; on CPUs each with ``cpus / jobs`` threads, on GPUs
-    each with its own ``gpus_per_job`` GPUs (``CUDA_VISIBLE_DEVICES``)."""
+    sharing its DVC cache and its training working area; on CPUs each on its own ``cpus / jobs`` CPUs
+    (:func:`slot_cpus`) with as many threads, on GPUs each with its own ``gpus_per_job`` GPUs
+    (``CUDA_VISIBLE_DEVICES``)."""
     root = Path(root).resolve()
     cache = _run(dvc("cache", "dir"), root).strip()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     slots: queue.Queue[int] = queue.Queue()
     for slot in range(jobs):
         slots.put(slot)
@@ -230,12 +330,13 @@ def train_rows_here(root: str | Path, jobs: int, gpus_per_job: int = 0, say: Cal
             (root / WORKING_AREA).mkdir(parents=True, exist_ok=True)
             (tree / WORKING_AREA).parent.mkdir(parents=True, exist_ok=True)
             (tree / WORKING_AREA).symlink_to(root / WORKING_AREA, target_is_directory=True)
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+            cpus = slot_cpus(slot, jobs)
+            env = {**os.environ, "OMP_NUM_THREADS": str(len(cpus)), CPUS_ENV: ",".join(map(str, cpus)),
                    "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")}
             if gpus_per_job:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(str(slot * gpus_per_job + k) for k in range(gpus_per_job))
             log = logs / f"{stage.replace('@', '-')}.log"
-            say(f"  {stage}: training ({threads} thread(s)), log {log}")
+            say(f"  {stage}: training on CPU(s) {env[CPUS_ENV]}, log {log}")
             with open(log, "w", encoding="utf-8") as out:
                 status = subprocess.run([sys.executable, "-m", "spatialflow_repro", "train-stage", stage, "--commit",
                                          commit], cwd=tree, env=env, stdin=subprocess.DEVNULL, stdout=out,
@@ -243,18 +344,13 @@ def train_rows_here(root: str | Path, jobs: int, gpus_per_job: int = 0, say: Cal
             if status != 0:
                 tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
                 raise ConfigError(f"{stage}: the worker failed (status {status}; {log})" + (f": {tail[0]}" if tail else ""))
-            say(f"  {stage}: trained")
         finally:
             slots.put(slot)
             with git_lock:  # the worktree's outputs are in the shared cache, its checkpoints in data/runs
                 _run(["git", "worktree", "remove", "--force", str(tree)], root)
 
-    def run_workers(stages: list[str], commit: str) -> None:
-        with ThreadPoolExecutor(jobs) as pool:
-            for future in [pool.submit(one, stage, commit) for stage in stages]:
-                future.result()
-
-    collect_rows(root, run_workers, say=say)
+    with ThreadPoolExecutor(jobs) as pool:  # on a failure, waits for the running rows before raising
+        collect_rows(root, lambda stage, commit: pool.submit(one, stage, commit), jobs, say=say)
 
 
 def remote_url(root: str | Path) -> str:
@@ -291,8 +387,9 @@ def clone_and_train(repo_url: str, commit: str, stage: str, workdir: str, remote
 def train_rows_with_submitit(root: str | Path, folder: str | Path, workdir: str, timeout_min: int,
                              parallelism: int, slurm: dict | None = None, runs_dir: str | None = None,
                              say: Callable[[str], None] = print) -> None:
-    """The cluster route: each stale training stage is one job of a SLURM array (submitit; its local
-    executor without SLURM), cloning the head's repository; the head pulls the rows from the DVC remote."""
+    """The cluster route: each stale training stage is one SLURM job (submitit; its local executor without
+    SLURM), ``parallelism`` at a time, submitted as soon as its inputs are there, cloning the head's
+    repository; the head pulls the rows from the DVC remote."""
     import submitit
 
     root = Path(root).resolve()
@@ -302,14 +399,13 @@ def train_rows_with_submitit(root: str | Path, folder: str | Path, workdir: str,
 
     remote = remote_url(root)
 
-    def run_workers(stages: list[str], commit: str) -> None:
-        executor = submitit.AutoExecutor(folder=str(folder))
-        executor.update_parameters(timeout_min=timeout_min, slurm_array_parallelism=parallelism, **(slurm or {}))
-        n = len(stages)
-        jobs = executor.map_array(clone_and_train, [str(root)] * n, [commit] * n, stages, [workdir] * n,
-                                  [remote] * n, [runs_dir] * n)
-        say(f"  submitted {len(jobs)} job(s) ({executor.cluster}): {', '.join(j.job_id for j in jobs)}")
-        for job in jobs:
-            say(f"  {job.result()}: trained")
+    executor = submitit.AutoExecutor(folder=str(folder))
+    executor.update_parameters(timeout_min=timeout_min, **(slurm or {}))
 
-    collect_rows(root, run_workers, pull=True, say=say)
+    def start(stage: str, commit: str) -> Future:
+        job = executor.submit(clone_and_train, str(root), commit, stage, workdir, remote, runs_dir)
+        say(f"  {stage}: job {job.job_id} ({executor.cluster})")
+        return waiting.submit(job.result)
+
+    with ThreadPoolExecutor(parallelism) as waiting:  # one thread per job in flight waits for its result
+        collect_rows(root, start, parallelism, pull=True, say=say)
