@@ -29,8 +29,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 # params.yaml is checked first (strict YAML, every row of the grid in the active profile): a bad grid is one
 # line per problem before DVC reads the file or any stage runs. JOBS=2 (the default): two training rows at
-# a time in worktrees, one thread each, collected through DVC's run-cache (docs/workers.md); JOBS=1: plain
-# `dvc repro`, one row at a time. Either way each stage prints "stage <k> of <n>" as it starts and ends.
+# a time in worktrees, a core each, the longest chain of rows first, collected through DVC's run-cache
+# (docs/workers.md); JOBS=1: plain `dvc repro`, one row at a time. Either way each stage prints
+# "stage <k> of <n>" as it starts and ends.
 JOBS ?= 2
 repro: install
 	python -m spatialflow_repro check-params
