@@ -177,12 +177,6 @@ def train_stage(checkout: str | Path, stage: str, commit: str, push: bool = Fals
 # --------------------------------------------------------------------------------- the head's loop
 
 
-def longest_first(root: str | Path, stages: list[str]) -> list[str]:
-    """Training stages ordered by their estimated cost, largest first; ties keep their order."""
-    costs = training_costs(root, stages)
-    return sorted(stages, key=lambda stage: -costs[stage])
-
-
 def training_costs(root: str | Path, stages: Sequence[str]) -> dict[str, float]:
     """Each training stage's estimated cost (:func:`spatialflow_repro.rows.training_cost`: relative, not a
     time)."""

@@ -11,7 +11,7 @@ import yaml
 from spatialflow_repro import repro_progress
 from spatialflow_repro.hooks import StageProgressHook
 from spatialflow_repro.rows import training_cost
-from spatialflow_repro.workers import longest_first
+from spatialflow_repro.workers import training_costs
 
 PLAN = {"started": 1000.0, "stages": ["prepare_data", "train@t2_baseline", "evaluate_val@t2_baseline", "tables"]}
 
@@ -73,8 +73,9 @@ def test_training_cost_orders_the_long_rows_first(repo_root):
     # t6 DCN: 1 seed x 2400 (its own schedule) x 168 x 192 (its multi-scale range) x 34 x 3
     assert training_cost("t6_r101_dcn", params) == 2400 * 168 * 192 * 34 * 3.0
     stages = ["train@t2_subnets", "train@t2_baseline", "train@t6_r101_dcn", "train@t2_reg_cls"]
-    assert longest_first(repo_root, stages) == ["train@t6_r101_dcn", "train@t2_baseline", "train@t2_subnets",
-                                                "train@t2_reg_cls"]
+    costs = training_costs(repo_root, stages)
+    assert sorted(stages, key=lambda stage: -costs[stage]) == ["train@t6_r101_dcn", "train@t2_baseline",
+                                                               "train@t2_subnets", "train@t2_reg_cls"]
 
 
 def test_generations_put_each_stage_as_early_as_it_can_run(repo_root):
