@@ -204,6 +204,9 @@ def profile_problems(profile: dict) -> list[str]:
     for key, amp in amps.items():
         if amp not in AMP_SETTINGS:
             problems.append(f"{key}: must be one of {', '.join(AMP_SETTINGS)}, got {amp!r}")
+    threads = training.get("cpu_threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        problems.append(f"{where}.training.cpu_threads: must be an integer >= 1 or null, got {threads!r}")
     for dataset, schedule in (training.get("schedule") or {}).items():
         key = f"{where}.training.schedule.{dataset}"
         if not isinstance(schedule, dict):

@@ -258,11 +258,14 @@ def experiment_config(
         else:
             (transforms if ROW_OVERRIDE_KEYS[key] == "transforms" else train)[key] = value
     model[WEIGHT] = float(stuff_loss_weight)
-    from spatialflow.engine.precision import resolve_amp  # imports torch: only where a config is built
+    from spatialflow.engine.precision import resolve_amp, resolve_cpu_threads  # imports torch: only here
 
-    # bf16_if_native: bfloat16 where this machine computes it natively, else float32; the resolved value is
-    # what the run's identity records (spatialflow.engine.precision)
-    train["amp"] = resolve_amp(str(train["amp"]), str(run.get("device", "auto")))
+    # bf16_if_native: bfloat16 where this machine computes it natively, else float32; cpu_threads: the threads
+    # every seed trains with on any route. The resolved values are what the run's identity records
+    # (spatialflow.engine.precision)
+    device = str(run.get("device", "auto"))
+    train["amp"] = resolve_amp(str(train["amp"]), device)
+    train["cpu_threads"] = resolve_cpu_threads(training.get("cpu_threads"), device)
     if init_checkpoint is not None:
         train["init_checkpoint"] = init_checkpoint
         if row.get("finetune_class_layers_first"):

@@ -161,6 +161,9 @@ def test_train_stages_depend_on_the_training_identity_only(params, stages):
         keys = _params_deps(stage)
         assert not any(k.startswith((f"profiles.{profile}.inference", f"profiles.{profile}.run")) for k in keys)
         assert any(k.startswith(f"profiles.{profile}.training") for k in keys), name
+        for identity_key in ("amp", "cpu_threads"):  # machine-facing settings that change the weights
+            assert {f"profiles.{profile}.training", f"profiles.{profile}.training.{identity_key}"} & set(keys), \
+                (name, identity_key)
 
 
 def test_evaluation_stages_depend_on_inference_settings_not_training(params, stages):
@@ -282,6 +285,8 @@ GRID_CASES = {
         "set a row's stuff-loss weight on the row (rows.t6_r101_dcn.stuff_loss_weight), not here"),
     "an amp setting": (_set("profiles.tiny.training.amp", "fp8"),
                        "profiles.tiny.training.amp: must be one of none, bf16, fp16, bf16_if_native, got 'fp8'"),
+    "a thread count": (_set("profiles.tiny.training.cpu_threads", 0),
+                       "profiles.tiny.training.cpu_threads: must be an integer >= 1 or null, got 0"),
     "inference threshold": (_set("profiles.tiny.inference.detection.nms_thresh", 2),
                             "profiles.tiny.inference.detection: nms_thresh: must lie in [0, 1], got 2"),
     "merge threshold": (_set("profiles.tiny.inference.merge.coco.score_threshold", 3),

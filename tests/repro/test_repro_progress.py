@@ -70,8 +70,8 @@ def test_training_cost_orders_the_long_rows_first(repo_root):
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     # t2_baseline: 3 seeds x 1200 x 96 x 128 x 18; t2_subnets the same with one seed
     assert training_cost("t2_baseline", params) == 3 * training_cost("t2_subnets", params)
-    # t6 DCN: 1 seed x 2400 (its own schedule) x 168 x 192 (its multi-scale range) x 34 x 3
-    assert training_cost("t6_r101_dcn", params) == 2400 * 168 * 192 * 34 * 3.0
+    # t6 DCN: 1 seed x 3600 (its own schedule) x 168 x 192 (its multi-scale range) x 34 x 3
+    assert training_cost("t6_r101_dcn", params) == 3600 * 168 * 192 * 34 * 3.0
     stages = ["train@t2_subnets", "train@t2_baseline", "train@t6_r101_dcn", "train@t2_reg_cls"]
     costs = training_costs(repo_root, stages)
     assert sorted(stages, key=lambda stage: -costs[stage]) == ["train@t6_r101_dcn", "train@t2_baseline",

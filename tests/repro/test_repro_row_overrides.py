@@ -46,21 +46,21 @@ def test_tiny_t6_range_is_scaled_by_96_over_800(params):
 
 
 def test_tiny_t6_has_a_schedule_of_its_own_and_says_so(params):
-    """2400 iterations, decays at 80 / 95 % (1920, 2280); every other key is the profile's COCO-like
+    """3600 iterations, decays at 80 / 95 % (2880, 3420); every other key is the profile's COCO-like
     schedule; the row's description (the tables' "ran") names the range and the length."""
     cfg = _config(params, "tiny", "t6_r101_dcn")
     profile_schedule = params["profiles"]["tiny"]["training"]["schedule"]["coco"]
-    assert cfg["train"]["length"] == 2400 and cfg["train"]["decay_steps"] == [1920, 2280]
-    assert {k: v for k, v in cfg["train"].items() if k not in ("length", "decay_steps", "seed", "amp")} == \
+    assert cfg["train"]["length"] == 3600 and cfg["train"]["decay_steps"] == [2880, 3420]
+    assert {k: v for k, v in cfg["train"].items() if k not in ("length", "decay_steps", "seed", "amp", "cpu_threads")} == \
         {k: v for k, v in profile_schedule.items() if k not in ("length", "decay_steps")}
-    assert load_experiment_config(cfg).train.length == 2400
+    assert load_experiment_config(cfg).train.length == 3600
     tiny = dict(params, profile="tiny")
     profile = active_profile(tiny)
     row = trained_rows(tiny)["t6_r101_dcn"]
     assert describe_row(row, profile, row_overrides("t6_r101_dcn", tiny, profile)).startswith(
-        "ResNet-34, DCN, shorter side 48-168 px (max 192), shapes-coco, 2400 iterations -- ")
-    # the cost that orders work: seeds x length x area x depth x 3 (DCN) = 1 x 2400 x 168 x 192 x 34 x 3
-    assert training_cost("t6_r101_dcn", tiny) == 2400 * 168 * 192 * 34 * 3
+        "ResNet-34, DCN, shorter side 48-168 px (max 192), shapes-coco, 3600 iterations -- ")
+    # the cost that orders work: seeds x length x area x depth x 3 (DCN) = 1 x 3600 x 168 x 192 x 34 x 3
+    assert training_cost("t6_r101_dcn", tiny) == 3600 * 168 * 192 * 34 * 3
     assert _config(params, "tiny", "t4_r101_800")["train"]["length"] == profile_schedule["length"] == 1200
 
 
@@ -84,6 +84,20 @@ def test_tiny_rows_train_in_bfloat16_only_where_the_cpu_has_it(params, monkeypat
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
     assert _config(params, "tiny", "t2_baseline")["train"]["amp"] == "bf16"
     assert _config(params, "tiny", "t6_r101_dcn")["train"]["amp"] == "none"  # the row's override wins
+
+
+def test_every_tiny_row_trains_on_one_thread_and_gpu_rows_leave_it_to_cuda(params, monkeypatch):
+    """training.cpu_threads is identity: the tiny rows' configs say 1 whatever this process has; a GPU
+    profile's stays null; a CPU profile without the key records the count the process has."""
+    from spatialflow.engine import precision
+
+    monkeypatch.setattr(precision.torch, "get_num_threads", lambda: 5)
+    assert {_config(params, "tiny", row)["train"]["cpu_threads"] for row in ("t2_baseline", "t6_r101_dcn",
+                                                                              "t1_lambda_0_50", "t7_r101")} == {1}
+    assert _config(params, "coco", "t2_baseline")["train"]["cpu_threads"] is None
+    unset = copy.deepcopy(params)
+    del unset["profiles"]["tiny"]["training"]["cpu_threads"]
+    assert _config(unset, "tiny", "t2_baseline")["train"]["cpu_threads"] == 5
 
 
 def test_cityscapes_profile_overrides_only_the_7m_model(params):

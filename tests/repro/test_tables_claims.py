@@ -124,22 +124,22 @@ def test_report_says_which_rows_have_a_single_seed(tmp_path):
 
 
 def test_report_names_a_comparison_of_rows_trained_for_different_lengths(tmp_path):
-    """Table 6's tiny row trains 2400 iterations, Table 5's 1200: claim 6 says its difference includes that."""
+    """Table 6's tiny row trains 3600 iterations, Table 5's 1200: claim 6 says its difference includes that."""
     write(tmp_path, "t2_baseline", 40, 41, 42)
     write(tmp_path, "t2_spatialflow", 41, 42, 43)
-    iterations = {"t6_r101_dcn": 2400, "t4_r101_800": 1200, "t4_r101_600": 1200}
+    iterations = {"t6_r101_dcn": 3600, "t4_r101_800": 1200, "t4_r101_600": 1200}
     for row, pq in (("t6_r101_dcn", 50), ("t4_r101_800", 44), ("t4_r101_600", 43)):
         write_metrics(tmp_path, row, seeds(pq), kind="testdev", dataset="coco",
                       schedule={"length": iterations[row], "unit": "iteration"})
     text, report = claims.generate_claims("tiny", PAPER, *metrics_in(tmp_path))
     six = report["claims"][5]["comparisons"][0]
     assert (six["better"], six["worse"], six["diff"]) == ("t6_r101_dcn", "t4_r101_800", 6.0)
-    assert six["schedules"] == "2400 iterations vs 1200 iterations"
+    assert six["schedules"] == "3600 iterations vs 1200 iterations"
     # diff 6, SE sqrt(1 + 1) = 1.41 with the pooled s of 1: beyond 2 SE, yet a confounded comparison stays
     # unresolved
     assert six["verdict"] == claims.UNRESOLVED and report["claims"][5]["verdict"] == claims.UNRESOLVED
     assert ("Claim 6 compares rows trained for different lengths: `t6_r101_dcn` vs `t4_r101_800`, "
-            "2400 iterations vs 1200 iterations; its difference includes the longer schedule's, so it is not "
+            "3600 iterations vs 1200 iterations; its difference includes the longer schedule's, so it is not "
             "resolved at this scale whatever its size.") in text
     assert not any("schedules" in c for claim in report["claims"][1:5] for c in claim["comparisons"])
     assert text.count("compares rows trained for different lengths") == 1

@@ -142,6 +142,10 @@ class TrainConfig(_Config):
     seed: Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)] = 0
     max_grad_norm: PositiveFloat | None = None
     deterministic: bool = False
+    # CPU threads the training process computes with (torch.set_num_threads). Identity: oneDNN and ATen split
+    # their sums by thread, so another count trains other weights (docs/settings.md). None: torch's default,
+    # for GPU training, where CUDA kernels compute the weights.
+    cpu_threads: PositiveInt | None = None
     init_checkpoint: str | None = None  # e.g. a COCO model for the Cityscapes-from-COCO recipe
     finetune: FinetuneConfig | None = None
 

@@ -1,4 +1,4 @@
-"""Which autocast precision a training run can use on this machine.
+"""What on this machine decides a training run's float results: its autocast precision and its CPU threads.
 
 bfloat16 autocast changes the weights, so it is part of a run's training identity. On a CPU it pays only
 where the CPU computes bfloat16 natively (avx512_bf16 or AMX): there a tiny row's step is 1.3-1.4x faster
@@ -10,6 +10,7 @@ machine: it resolves, before the run's identity is written, to ``bf16`` where th
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -38,5 +39,35 @@ def resolve_amp(amp: str, device: str) -> str:
     bfloat16, else ``none``); every other value is returned as it is, for the trainer to check."""
     if amp != BF16_IF_NATIVE:
         return amp
-    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return "bf16" if on_cuda or native_cpu_bf16() else "none"
+    return "bf16" if runs_on_cuda(device) or native_cpu_bf16() else "none"
+
+
+def resolve_cpu_threads(threads: int | None, device: str) -> int | None:
+    """The ``train.cpu_threads`` a run gets for the setting ``threads`` on ``device``. A number stays as it is
+    (every machine and route then trains with it). ``None`` on a CPU becomes this process's thread count now
+    (``torch.get_num_threads()``): the identity then names what trains, so a machine or a route with another
+    count trains another identity instead of other weights under the same name. On CUDA ``None`` stays: the
+    GPU's kernels compute the weights there."""
+    if threads is not None or runs_on_cuda(device):
+        return threads
+    return torch.get_num_threads()
+
+
+def runs_on_cuda(device: str) -> bool:
+    """Whether a run.device setting (cpu, cuda, cuda:N or auto) trains on a GPU here."""
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """Compute with ``threads`` CPU threads inside the block and give the caller its own count back after it;
+    ``None`` changes nothing."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

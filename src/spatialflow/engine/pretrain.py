@@ -42,6 +42,7 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     num_images: int = 2048  # distinct synthetic scenes per preset, rendered once
     seed: int = 0
+    cpu_threads: int | None = None  # threads it trains with (the count changes the weights); None: torch's default
     presets: tuple[tuple[str, int, int], ...] = (("shapes-coco", 96, 96), ("shapes-cityscapes", 64, 128))
 
     def __post_init__(self) -> None:
@@ -53,6 +54,9 @@ class PretrainConfig:
                 raise ConfigError(f"pretrain.{key}: must be an integer >= 1, got {value!r}")
         if not isinstance(self.width, int) or self.width < 8 or self.width % 8:
             raise ConfigError(f"pretrain.width: must be a multiple of 8, got {self.width!r}")
+        if self.cpu_threads is not None and (not isinstance(self.cpu_threads, int)
+                                             or isinstance(self.cpu_threads, bool) or self.cpu_threads < 1):
+            raise ConfigError(f"pretrain.cpu_threads: must be an integer >= 1 or null, got {self.cpu_threads!r}")
         if not self.lr > 0:
             raise ConfigError(f"pretrain.lr: must be > 0, got {self.lr!r}")
 
@@ -81,7 +85,15 @@ def build_classifier(depth: int, num_outputs: int, width: int = 64) -> torch.nn.
 
 
 def pretrain_backbone(cfg: PretrainConfig, out_path: str | os.PathLike) -> dict:
-    """Pretrain ResNet-``cfg.depth`` and save its backbone ``state_dict``; returns a summary."""
+    """Pretrain ResNet-``cfg.depth`` with ``cfg.cpu_threads`` threads and save its backbone ``state_dict``;
+    returns a summary."""
+    from spatialflow.engine.precision import cpu_threads
+
+    with cpu_threads(cfg.cpu_threads):
+        return _pretrain(cfg, out_path)
+
+
+def _pretrain(cfg: PretrainConfig, out_path: str | os.PathLike) -> dict:
     from spatialflow.models.spatialflow import IMAGENET_MEAN, IMAGENET_STD
     from spatialflow.utils.atomic import atomic_open
 

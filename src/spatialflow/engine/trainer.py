@@ -32,7 +32,7 @@ from spatialflow.engine import run_dir
 from spatialflow.engine.config import ExperimentConfig, TrainConfig, experiment_to_yaml, training_identity
 from spatialflow.engine.distributed import (DistInfo, all_gather_objects, all_reduce_mean, any_process,
                                             init_distributed)
-from spatialflow.engine.precision import native_cpu_bf16
+from spatialflow.engine.precision import cpu_threads, native_cpu_bf16, runs_on_cuda
 from spatialflow.engine.progress import TrainingProgress
 from spatialflow.engine.schedule import LrSchedule, build_scheduler
 from spatialflow.errors import CheckpointError, ConfigError, SpatialFlowError
@@ -234,14 +234,20 @@ def train(
     """
     output_dir = Path(cfg.output_dir)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 owns the folder, the others follow it
-        return _train(cfg, callbacks, resume, model_factory, dataset_factory, collate_fn, progress=progress)
+        with _threads_of(cfg):
+            return _train(cfg, callbacks, resume, model_factory, dataset_factory, collate_fn, progress=progress)
     identity = run_dir.run_identity(cfg)
     with run_dir.lock_run_dir(output_dir):
         moved = run_dir.check_identity(output_dir, identity, replace=replace)
     if moved is not None:
         warnings.warn(f"{output_dir}: held a run of another training identity; moved it to {moved}", stacklevel=2)
-    with run_dir.lock_run_dir(output_dir):  # a fresh folder when the old one was moved aside
+    with run_dir.lock_run_dir(output_dir), _threads_of(cfg):  # a fresh folder when the old one was moved aside
         return _train(cfg, callbacks, resume, model_factory, dataset_factory, collate_fn, identity, progress)
+
+
+def _threads_of(cfg: ExperimentConfig):
+    """``train.cpu_threads`` for a run on a CPU (identity: the count changes the sums); nothing on CUDA."""
+    return cpu_threads(None if runs_on_cuda(cfg.run.device) else cfg.train.cpu_threads)
 
 
 def _train(cfg: ExperimentConfig, callbacks: Sequence[Callback], resume: bool,

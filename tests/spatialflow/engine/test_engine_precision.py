@@ -41,3 +41,27 @@ def test_caps_at_or_above_bf16_keep_it(native_cpu, monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")
     assert precision.native_cpu_bf16()
+
+
+# ------------------------------------------------------------------ threads per training process
+
+
+def test_a_thread_count_stays_and_null_becomes_this_process_count_on_a_cpu(native_cpu, monkeypatch):
+    monkeypatch.setattr(precision.torch, "get_num_threads", lambda: 7)
+    assert precision.resolve_cpu_threads(1, "cpu") == 1
+    assert precision.resolve_cpu_threads(3, "cuda") == 3  # a number is what the user asked for, anywhere
+    assert precision.resolve_cpu_threads(None, "cpu") == 7  # recorded: another count is another identity
+    assert precision.resolve_cpu_threads(None, "auto") == 7  # no GPU here (native_cpu)
+    assert precision.resolve_cpu_threads(None, "cuda:0") is None  # the GPU computes the weights
+
+
+def test_cpu_threads_sets_the_count_inside_and_gives_the_callers_back(monkeypatch):
+    previous = precision.torch.get_num_threads()
+    with precision.cpu_threads(2):
+        assert precision.torch.get_num_threads() == 2
+    assert precision.torch.get_num_threads() == previous
+    with pytest.raises(RuntimeError), precision.cpu_threads(2):  # also when the block fails
+        raise RuntimeError
+    assert precision.torch.get_num_threads() == previous
+    with precision.cpu_threads(None):
+        assert precision.torch.get_num_threads() == previous

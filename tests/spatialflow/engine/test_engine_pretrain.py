@@ -55,7 +55,27 @@ def test_missing_stand_in_weights_are_one_line(tmp_path):
     ({"iterations": 0}, "pretrain.iterations: must be an integer >= 1, got 0"),
     ({"batch_size": 2.5}, "pretrain.batch_size: must be an integer >= 1, got 2.5"),
     ({"lr": -0.1}, "pretrain.lr: must be > 0, got -0.1"),
+    ({"cpu_threads": 0}, "pretrain.cpu_threads: must be an integer >= 1 or null, got 0"),
 ])
 def test_bad_pretraining_settings_are_one_line(values, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         PretrainConfig(**values)
+
+
+def test_pretraining_computes_with_its_cpu_threads_and_gives_the_callers_back(tmp_path, monkeypatch):
+    from spatialflow.engine import pretrain
+
+    seen: list[int] = []
+    build = pretrain.build_classifier
+
+    def recording(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+        return model
+
+    monkeypatch.setattr(pretrain, "build_classifier", recording)
+    torch.set_num_threads(1)
+    pretrain_backbone(PretrainConfig(depth=18, iterations=2, batch_size=2, num_images=4, cpu_threads=2),
+                      tmp_path / "weights.pt")
+    assert seen and set(seen) == {2}  # every training and held-out step
+    assert torch.get_num_threads() == 1

@@ -227,3 +227,35 @@ def test_bf16_on_a_cpu_without_native_bfloat16_is_refused_before_anything_is_wri
     with pytest.raises(ConfigError, match=r"^train.amp: 'bf16' on a CPU without native bfloat16 .* use 'none'"):
         train(toy_config(tmp_path / "run", length=4, amp="bf16"), **toy_factories())
     assert not (tmp_path / "run" / "identity.json").exists()
+
+
+class _ThreadsSeen(ToyModel):
+    """Records the CPU threads torch computes with at every training step."""
+
+    def __init__(self, seen: list[int]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def forward(self, images, targets=None):
+        self.seen.append(torch.get_num_threads())
+        return super().forward(images, targets)
+
+
+def test_a_run_trains_with_its_cpu_threads_whatever_the_callers_and_records_them(tmp_path):
+    # The count changes a CPU run's sums, so it is identity: the same on every route that calls train().
+    seen: list[int] = []
+    factories = {**toy_factories(), "model_factory": lambda cfg, categories: _ThreadsSeen(seen)}
+    torch.set_num_threads(1)
+    result = train(toy_config(tmp_path / "two", cpu_threads=2, length=4), **factories)
+    assert set(seen) == {2} and len(seen) == 4
+    assert torch.get_num_threads() == 1  # the caller's count again
+    stored = ckpt.load_checkpoint(result.final_model)
+    assert stored is not None
+    identity = (tmp_path / "two" / "identity.json").read_text()
+    assert '"cpu_threads": 2' in identity
+    # the same folder with another count is another identity: refused, nothing retrained over it
+    with pytest.raises(ConfigError, match=r"another training identity \(train.cpu_threads: 2 -> 1\)"):
+        train(toy_config(tmp_path / "two", cpu_threads=1, length=4), resume=True, **factories)
+    seen.clear()
+    train(toy_config(tmp_path / "default", length=2), **factories)  # null: the process's own count
+    assert set(seen) == {1}

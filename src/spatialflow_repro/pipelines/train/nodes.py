@@ -52,28 +52,26 @@ def _train_with_torchrun(cfg_dict: dict, row_name: str, row: dict, profile: dict
     return json.loads((output_dir / RESULT_FILE).read_text(encoding="utf-8"))
 
 
-def _train_one_seed_process(cfg_dict: dict, row_name: str, row: dict, profile: dict, threads: int) -> dict:
-    """One seed in a worker process with its share of the CPU threads."""
-    import torch
-
-    torch.set_num_threads(threads)
+def _train_one_seed_process(cfg_dict: dict, row_name: str, row: dict, profile: dict) -> dict:
+    """One seed in a worker process; the trainer sets its threads (``train.cpu_threads``, identity)."""
     # seeds side by side write lines, not bars that would overwrite each other
     return train_seed(cfg_dict, row_name, row, profile, cfg_dict["train"]["seed"], progress="lines")
 
 
 def _train_seeds_in_parallel(configs: list[dict], row_name: str, row: dict, profile: dict, parallel: int) -> list[dict]:
     """A row's seeds as ``parallel`` processes at once (run setting ``parallel_seeds``). Small CPU models use
-    two cores far better as two single-threaded processes than as one two-threaded one; the weights of each
-    seed are the same either way."""
+    two cores far better as two single-threaded processes than as one two-threaded one. Each seed trains
+    with its identity's ``train.cpu_threads`` whether its seeds run side by side or one after another, so
+    its weights are the same either way."""
     import multiprocessing
-    import os
     from concurrent.futures import ProcessPoolExecutor
 
     workers = min(parallel, len(configs))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    log.info("training %d seeds of %s, %d at a time, %d thread(s) each", len(configs), row_name, workers, threads)
+    threads = configs[0]["train"].get("cpu_threads")
+    log.info("training %d seeds of %s, %d at a time, %s thread(s) each", len(configs), row_name, workers,
+             threads or "torch's default number of")
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_one_seed_process, c, row_name, row, profile, threads) for c in configs]
+        futures = [pool.submit(_train_one_seed_process, c, row_name, row, profile) for c in configs]
         return [f.result() for f in futures]
 
 
