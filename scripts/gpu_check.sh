@@ -10,7 +10,7 @@
 # Extra options (--size, --depths, --repeats, --step-size, --row-iters) go to the Python module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export KEDRO_DISABLE_TELEMETRY=1 DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
+export KEDRO_DISABLE_TELEMETRY=1 DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || command -v python3 )}"
 # The 8-minute budget of the issue, enforced: a hung NCCL rendezvous fails the check instead of waiting.

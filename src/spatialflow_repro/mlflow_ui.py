@@ -15,6 +15,7 @@ nothing is started.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import signal
 import subprocess
@@ -76,6 +77,16 @@ def wait_until_answers(base_url: str, server: subprocess.Popen, timeout_s: float
     raise UIError(f"mlflow ui did not answer on {base_url} within {timeout_s:.0f} s")
 
 
+def wait_while_running(server: subprocess.Popen, poll_s: float = 0.5) -> None:
+    """Wait until the server exits, waking every ``poll_s``. Python handles a signal in its main thread when
+    that thread next runs Python code; a blocking ``wait()`` sits in ``waitpid`` and returns to Python only if
+    the kernel hands the Ctrl-C to the main thread itself, not to one of the threads MLflow's client starts.
+    Polling handles it within ``poll_s`` whichever thread received it
+    (``tests/repro/test_tracking_server.py``)."""
+    while server.poll() is None:
+        time.sleep(poll_s)
+
+
 def stop(server: subprocess.Popen) -> None:
     """Stop the server and its web-server child (the whole process group)."""
     if server.poll() is None:
@@ -106,7 +117,7 @@ def serve(backend_store_uri: str, host: str, port: int) -> None:
         wait_until_answers(base_url, server)
         print(f"\nMLflow UI on {base_url} ({backend_store_uri}); Ctrl-C stops it.", flush=True)
         print_links(base_url)
-        server.wait()
+        wait_while_running(server)
     except KeyboardInterrupt:
         pass
     finally:
@@ -122,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: MLFLOW_TRACKING_URI, else sqlite:///<repository>/mlflow.db")
     args = parser.parse_args(argv)
     uri = args.backend_store_uri or default_tracking_uri()
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <pid>`: where each thread waits
     # a SIGTERM (a closed terminal, a test harness) stops the server too, as Ctrl-C does
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:

@@ -107,10 +107,22 @@ def test_a_server_that_stops_before_answering_is_one_line():
         mlflow_ui.wait_until_answers("http://127.0.0.1:1", dead, timeout_s=5)
 
 
-def _lines_until(proc: subprocess.Popen, marker: str, timeout_s: float) -> list[str]:
-    """Lines of ``proc``'s output up to the first one that holds ``marker`` (or all of them at the timeout)."""
+def _output_of(proc: subprocess.Popen) -> queue.Queue[str]:
+    """``proc``'s output lines as they come (a thread drains the pipe, so the process never blocks on it)."""
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    return lines
+
+
+def _drain(lines: queue.Queue[str]) -> str:
+    text = []
+    while not lines.empty():
+        text.append(lines.get())
+    return "".join(text)
+
+
+def _lines_until(lines: queue.Queue[str], marker: str, timeout_s: float) -> list[str]:
+    """Lines of the output up to the first one that holds ``marker`` (or all of them at the timeout)."""
     seen, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -136,13 +148,60 @@ def test_mlflow_ui_prints_the_runs_table_link_of_each_experiment_with_runs(tmp_p
     proc = subprocess.Popen([sys.executable, "-m", "spatialflow_repro.mlflow_ui", "--port", str(port),
                              "--backend-store-uri", uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, start_new_session=True)
+    lines = _output_of(proc)
     try:
         link = f"http://127.0.0.1:{port}/#/experiments/{with_runs}/runs?workflowType=machine_learning"
-        output = "".join(_lines_until(proc, link, timeout_s=180))
+        output = "".join(_lines_until(lines, link, timeout_s=180))
         assert f"  spatialflow-tiny  {link}" in output, output[-3000:]
         assert "spatialflow-empty" not in output and "Default" not in output  # no runs, no link
         assert mlflow_ui.answers(f"http://127.0.0.1:{port}")
     finally:
         os.kill(proc.pid, signal.SIGINT)  # Ctrl-C: the module stops the server it started
-        assert proc.wait(timeout=120) == 0  # stop(): 30 s of SIGTERM, then SIGKILL; slower on a loaded machine
+        try:
+            code = proc.wait(timeout=120)  # stop(): 30 s of SIGTERM, then SIGKILL; slower on a loaded machine
+        except subprocess.TimeoutExpired:  # say where it hangs (faulthandler), then stop it
+            os.kill(proc.pid, signal.SIGUSR2)
+            time.sleep(2)
+            os.kill(proc.pid, signal.SIGKILL)
+            pytest.fail("python -m spatialflow_repro.mlflow_ui still ran 120 s after Ctrl-C; its output since "
+                        "the link, with its threads' stacks:\n" + _drain(lines)[-6000:])
+    assert code == 0, _drain(lines)[-3000:]
     assert not mlflow_ui.answers(f"http://127.0.0.1:{port}")
+
+
+# A SIGINT the kernel hands to another thread than the main one: the main thread blocks it, one other
+# thread (as MLflow's client starts them) does not.
+_SIGINT_ON_ANOTHER_THREAD = """
+import signal, subprocess, sys, threading, time
+from spatialflow_repro.mlflow_ui import wait_while_running
+server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+print("waiting", flush=True)
+try:
+    wait_while_running(server) if sys.argv[1] == "poll" else server.wait()
+except KeyboardInterrupt:
+    print("stopped by Ctrl-C", flush=True)
+finally:
+    server.kill()
+"""
+
+
+@pytest.mark.parametrize("how", ["poll", "blocking wait"])
+def test_ctrl_c_stops_the_ui_whichever_thread_receives_it(how):
+    proc = subprocess.Popen([sys.executable, "-c", _SIGINT_ON_ANOTHER_THREAD, how.split()[0]],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert proc.stdout.readline() == "waiting\n"
+        os.kill(proc.pid, signal.SIGINT)
+        try:
+            out = proc.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            out = None
+    finally:
+        proc.kill()
+        proc.wait()
+    if how == "poll":
+        assert out == "stopped by Ctrl-C\n"
+    else:  # what serve() did before: the signal waits until the server exits on its own
+        assert out is None
