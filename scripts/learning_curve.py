@@ -49,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", action="append", default=[], metavar="LABEL=CSV",
                         help="no training: draw PQ_th of earlier runs' CSVs in one figure (<out>.png)")
     parser.add_argument("--title", default=PLOT_TITLE, help="the --plot figure's title")
+    parser.add_argument("--floor", type=float, default=40.0,
+                        help="the --plot figure's dotted line: the PQ_th a rule asks for (default 40, the baselines')")
     args = parser.parse_args(argv)
     if args.plot:
-        plot_variants(dict(_label_csv(item) for item in args.plot), Path(args.out), args.title)
+        plot_variants(dict(_label_csv(item) for item in args.plot), Path(args.out), args.title, args.floor)
         return 0
 
     from spatialflow.engine import checkpoint as ckpt
@@ -113,7 +115,7 @@ def _label_csv(item: str) -> tuple[str, list[dict]]:
         return label, [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
-def plot_variants(curves: dict[str, list[dict]], out: Path, title: str = PLOT_TITLE) -> None:
+def plot_variants(curves: dict[str, list[dict]], out: Path, title: str = PLOT_TITLE, floor: float = 40.0) -> None:
     """Val PQ_th against iterations, one line per variant (``<out>.png``)."""
     import matplotlib
 
@@ -125,7 +127,7 @@ def plot_variants(curves: dict[str, list[dict]], out: Path, title: str = PLOT_TI
     for k, (label, points) in enumerate(curves.items()):  # beyond 10 lines: tab20, so no two lines share a colour
         ax.plot([p["iteration"] for p in points], [p["pq_th"] for p in points], marker="o", label=label,
                 color=colors[k % len(colors)])
-    ax.axhline(40, color="grey", linestyle=":", linewidth=1)
+    ax.axhline(floor, color="grey", linestyle=":", linewidth=1, label=f"PQ_th {floor:g}")
     ax.set_xlabel("training iterations")
     ax.set_ylabel("val PQ_th, percent")
     ax.set_title(title, fontsize=8)

@@ -37,3 +37,15 @@ def test_curve_csv_and_figure_are_written(tmp_path):
 def test_plot_of_a_missing_csv_is_one_line():
     with pytest.raises(SystemExit, match="expected LABEL=CSV with an existing CSV file"):
         learning_curve.main(["--plot", "a=/nonexistent.csv"])
+
+
+@pytest.mark.parametrize(("argv", "expected"), [([], 40.0), (["--floor", "20"], 20.0)])
+def test_the_plots_dotted_line_is_the_rules_floor(tmp_path, monkeypatch, argv, expected):
+    from matplotlib.axes import Axes
+
+    drawn = []
+    original = Axes.axhline
+    monkeypatch.setattr(Axes, "axhline", lambda ax, y=0, *a, **k: drawn.append(y) or original(ax, y, *a, **k))
+    (tmp_path / "c.csv").write_text("iteration,pq,pq_th,pq_st\n3600,70.66,53.12,94.05\n")
+    assert learning_curve.main(["--out", str(tmp_path / "f"), "--plot", f"a={tmp_path / 'c.csv'}", *argv]) == 0
+    assert drawn == [expected]
