@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers.mlflow_server import Server, free_port
+from helpers.signals import ctrl_c_as_in_a_terminal
 from helpers.toy import toy_config, toy_factories
 from spatialflow.engine.trainer import Callback, train
 from spatialflow_repro import mlflow_client, mlflow_ui
@@ -147,7 +148,7 @@ def test_mlflow_ui_prints_the_runs_table_link_of_each_experiment_with_runs(tmp_p
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-m", "spatialflow_repro.mlflow_ui", "--port", str(port),
                              "--backend-store-uri", uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, start_new_session=True)
+                            text=True, env=env, start_new_session=True, preexec_fn=ctrl_c_as_in_a_terminal)
     lines = _output_of(proc)
     try:
         link = f"http://127.0.0.1:{port}/#/experiments/{with_runs}/runs?workflowType=machine_learning"
@@ -190,7 +191,8 @@ finally:
 @pytest.mark.parametrize("how", ["poll", "blocking wait"])
 def test_ctrl_c_stops_the_ui_whichever_thread_receives_it(how):
     proc = subprocess.Popen([sys.executable, "-c", _SIGINT_ON_ANOTHER_THREAD, how.split()[0]],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                            preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         assert proc.stdout.readline() == "waiting\n"
         os.kill(proc.pid, signal.SIGINT)
@@ -205,3 +207,20 @@ def test_ctrl_c_stops_the_ui_whichever_thread_receives_it(how):
         assert out == "stopped by Ctrl-C\n"
     else:  # what serve() did before: the signal waits until the server exits on its own
         assert out is None
+
+
+_SIGINT_HANDLER_OF_A_CHILD = """
+import signal, subprocess, sys
+from helpers.signals import ctrl_c_as_in_a_terminal
+probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"]
+print(subprocess.run(probe, capture_output=True, text=True).stdout.strip(),
+      subprocess.run(probe, capture_output=True, text=True, preexec_fn=ctrl_c_as_in_a_terminal).stdout.strip())
+"""
+
+
+def test_the_ui_tests_ctrl_c_reaches_python_even_where_the_suite_ignores_it():
+    # as `make test &` from a script leaves it: SIGINT ignored here and in every child, unless the child resets it
+    out = subprocess.run([sys.executable, "-c", _SIGINT_HANDLER_OF_A_CHILD], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=60,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert out.stdout.split() == ["False", "True"], out.stderr
