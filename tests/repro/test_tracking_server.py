@@ -21,6 +21,11 @@ from spatialflow.engine.trainer import Callback, train
 from spatialflow_repro import mlflow_client, mlflow_ui
 
 
+def _env_seeing_this_path() -> dict:
+    """The environment of a child Python that imports what the tests import."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
 @pytest.fixture
 def server(tmp_path):
     srv = Server(tmp_path)
@@ -145,7 +150,7 @@ def test_mlflow_ui_prints_the_runs_table_link_of_each_experiment_with_runs(tmp_p
     client.create_run(with_runs, run_name="t2_baseline/seed0")
     client.create_experiment("spatialflow-empty", artifact_location=str(tmp_path / "art2"))
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = _env_seeing_this_path()
     proc = subprocess.Popen([sys.executable, "-m", "spatialflow_repro.mlflow_ui", "--port", str(port),
                              "--backend-store-uri", uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, start_new_session=True, preexec_fn=ctrl_c_as_in_a_terminal)
@@ -191,7 +196,7 @@ finally:
 @pytest.mark.parametrize("how", ["poll", "blocking wait"])
 def test_ctrl_c_stops_the_ui_whichever_thread_receives_it(how):
     proc = subprocess.Popen([sys.executable, "-c", _SIGINT_ON_ANOTHER_THREAD, how.split()[0]],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                            stdout=subprocess.PIPE, text=True, env=_env_seeing_this_path(),
                             preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         assert proc.stdout.readline() == "waiting\n"
@@ -221,6 +226,6 @@ print(subprocess.run(probe, capture_output=True, text=True).stdout.strip(),
 def test_the_ui_tests_ctrl_c_reaches_python_even_where_the_suite_ignores_it():
     # as `make test &` from a script leaves it: SIGINT ignored here and in every child, unless the child resets it
     out = subprocess.run([sys.executable, "-c", _SIGINT_HANDLER_OF_A_CHILD], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=60,
+                         env=_env_seeing_this_path(), timeout=60,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert out.stdout.split() == ["False", "True"], out.stderr
